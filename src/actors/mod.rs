@@ -1,0 +1,5 @@
+//! Actors, one per file: each holds its `State`, its message enum, its `Arguments`
+//! and its `impl Actor`. Decisions live in `domain/`.
+
+pub mod maintenance;
+pub mod supervisor;

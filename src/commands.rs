@@ -1,0 +1,135 @@
+//! What each CLI command does, given the loaded settings. `main.rs` only parses.
+//! The lines printed on stdout (`listening on …`, `DATABASE_URL=…`, the token) are
+//! an interface scripts rely on; logs go to stderr.
+
+use std::io::Write;
+
+use tokio::net::TcpListener;
+
+use crate::app::{App, AppError};
+use crate::config::{ConfigError, Secret, Settings, resolve_jwt_secret};
+use crate::db::local_cluster::{ClusterError, LocalCluster};
+use crate::db::{self, DbError};
+use crate::domain::{ids, session_token};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("local PostgreSQL: {0}")]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("--wallet {0}")]
+    Wallet(ids::IdError),
+}
+
+/// `rewardflow serve`: the service against `database.url`.
+pub async fn serve(settings: Settings) -> Result<(), CommandError> {
+    let listener = bind(&settings).await?;
+    let app = App::build(settings).await?;
+    announce(&listener);
+    app.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `rewardflow dev`: like `serve`, but starts (and afterwards stops) a durable local
+/// PostgreSQL cluster under `dev.data_dir` unless `database.url` is set.
+pub async fn dev(mut settings: Settings) -> Result<(), CommandError> {
+    let cluster = if settings.database.url.is_empty() {
+        let cluster = LocalCluster::start_durable(
+            &settings.dev.data_dir,
+            settings.dev.postgres_port,
+            &settings.dev.postgres_bin_dir,
+        )
+        .await?;
+        settings.database.url = Secret::new(cluster.dev_url());
+        Some(cluster)
+    } else {
+        None
+    };
+    println!("DATABASE_URL={}", settings.database.url.expose());
+    let listener = bind(&settings).await?;
+    let result = match App::build(settings).await {
+        Ok(app) => {
+            announce(&listener);
+            app.serve(listener, shutdown_signal()).await
+        }
+        Err(err) => Err(err),
+    };
+    if let Some(cluster) = cluster
+        && let Err(err) = cluster.stop().await
+    {
+        tracing::warn!(error = %err, "stopping the dev PostgreSQL cluster failed");
+    }
+    Ok(result?)
+}
+
+/// `rewardflow migrate`: applies pending migrations and says how many there were.
+pub async fn migrate(settings: Settings) -> Result<usize, CommandError> {
+    if settings.database.url.is_empty() {
+        return Err(AppError::NoDatabaseUrl.into());
+    }
+    let pool = db::connect(&settings.database).await?;
+    let pending = db::pending_migrations(&pool).await?;
+    db::migrate(&pool).await?;
+    pool.close().await;
+    Ok(pending)
+}
+
+/// `rewardflow token --wallet 0x…`: a session token the server with the same
+/// configuration accepts.
+pub fn token(
+    settings: &Settings,
+    wallet: &str,
+    ttl_secs: Option<u64>,
+) -> Result<String, CommandError> {
+    let wallet = ids::parse_address(wallet).map_err(CommandError::Wallet)?;
+    let secret = resolve_jwt_secret(settings)?;
+    let ttl = ttl_secs.unwrap_or(settings.auth.token_ttl_secs) as i64;
+    Ok(session_token::mint(
+        secret.expose().as_bytes(),
+        wallet,
+        chrono::Utc::now().timestamp(),
+        ttl,
+    ))
+}
+
+async fn bind(settings: &Settings) -> Result<TcpListener, CommandError> {
+    let addr = settings.server.listen;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| CommandError::Bind { addr, source })
+}
+
+fn announce(listener: &TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        println!("listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

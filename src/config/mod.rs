@@ -1,0 +1,251 @@
+//! One typed `Settings`, loaded from defaults → `config.toml` → `REWARDFLOW_*`
+//! environment → CLI flags (see `load.rs`). Every key is documented in the
+//! repository's `config.toml`, with its unit in its name.
+
+mod load;
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, ConfigSource, Override};
+pub use secret::{Secret, resolve_jwt_secret};
+
+/// The environment-variable prefix; nesting uses a double underscore
+/// (`REWARDFLOW_SERVER__LISTEN` is `server.listen`).
+pub const ENV_PREFIX: &str = "REWARDFLOW_";
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub dev: DevSettings,
+    pub auth: AuthSettings,
+    pub supervisor: SupervisorSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address the HTTP front door binds.
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger bodies get 413.
+    pub body_limit_bytes: u64,
+    /// Time a request may take before the server answers 503.
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests before stopping actors.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_ms: 10_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL. Empty: `serve` refuses to start, `dev` starts its own cluster.
+    pub url: Secret,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    /// How long a caller waits for a pooled connection before failing fast.
+    pub acquire_timeout_ms: u64,
+    /// Apply pending migrations when the service starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::default(),
+            max_connections: 16,
+            min_connections: 2,
+            acquire_timeout_ms: 2_000,
+            migrate_on_start: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevSettings {
+    /// Directory for local state: the dev PostgreSQL cluster and generated dev secrets.
+    pub data_dir: PathBuf,
+    /// TCP port of the dev PostgreSQL cluster (on 127.0.0.1).
+    pub postgres_port: u16,
+    /// Directory holding `initdb`, `pg_ctl`, `postgres`. Empty: auto-detect.
+    pub postgres_bin_dir: PathBuf,
+}
+
+impl Default for DevSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".rewardflow"),
+            postgres_port: 54329,
+            postgres_bin_dir: PathBuf::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// HMAC secret for session tokens. Environment only (`REWARDFLOW_AUTH__JWT_SECRET`).
+    pub jwt_secret: Secret,
+    /// File holding the session-token secret. When neither this nor `jwt_secret` is
+    /// set, a secret is generated once under `dev.data_dir`.
+    pub jwt_secret_file: PathBuf,
+    /// Lifetime of a session token.
+    pub token_ttl_secs: u64,
+    /// Lifetime of a sign-in nonce.
+    pub nonce_ttl_secs: u64,
+    /// Hosts accepted as the `domain` of a Sign-In with Ethereum message (port ignored).
+    pub siwe_domains: Vec<String>,
+    /// Tolerated clock difference for `Issued At` in the future.
+    pub clock_skew_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: Secret::default(),
+            jwt_secret_file: PathBuf::new(),
+            token_ttl_secs: 86_400,
+            nonce_ttl_secs: 300,
+            siwe_domains: vec!["localhost".into(), "127.0.0.1".into()],
+            clock_skew_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorSettings {
+    /// First restart delay; doubles on each restart up to `restart_backoff_max_ms`.
+    pub restart_backoff_initial_ms: u64,
+    pub restart_backoff_max_ms: u64,
+    /// More restarts than this within `meltdown_window_secs` stops the service.
+    pub meltdown_max_restarts: u32,
+    pub meltdown_window_secs: u64,
+    /// Period of the maintenance actor (database probe, expired nonce sweep).
+    pub maintenance_interval_ms: u64,
+}
+
+impl Default for SupervisorSettings {
+    fn default() -> Self {
+        Self {
+            restart_backoff_initial_ms: 100,
+            restart_backoff_max_ms: 10_000,
+            meltdown_max_restarts: 10,
+            meltdown_window_secs: 60,
+            maintenance_interval_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `rewardflow=debug,info`.
+    pub log_level: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the layered configuration; see [`ConfigSource`].
+    pub fn load(source: &ConfigSource) -> Result<Self, ConfigError> {
+        load::load(source)
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("settings always serialize")
+    }
+
+    /// Range checks that serde cannot express; each error names its key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("server.body_limit_bytes", self.server.body_limit_bytes),
+            ("server.request_timeout_ms", self.server.request_timeout_ms),
+            (
+                "database.max_connections",
+                u64::from(self.database.max_connections),
+            ),
+            (
+                "database.acquire_timeout_ms",
+                self.database.acquire_timeout_ms,
+            ),
+            ("auth.token_ttl_secs", self.auth.token_ttl_secs),
+            ("auth.nonce_ttl_secs", self.auth.nonce_ttl_secs),
+            (
+                "supervisor.restart_backoff_initial_ms",
+                self.supervisor.restart_backoff_initial_ms,
+            ),
+            (
+                "supervisor.meltdown_window_secs",
+                self.supervisor.meltdown_window_secs,
+            ),
+            (
+                "supervisor.maintenance_interval_ms",
+                self.supervisor.maintenance_interval_ms,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.database.min_connections > self.database.max_connections {
+            return Err(ConfigError::invalid(
+                "database.min_connections",
+                "must not exceed database.max_connections",
+            ));
+        }
+        if self.supervisor.restart_backoff_max_ms < self.supervisor.restart_backoff_initial_ms {
+            return Err(ConfigError::invalid(
+                "supervisor.restart_backoff_max_ms",
+                "must be at least supervisor.restart_backoff_initial_ms",
+            ));
+        }
+        if self.auth.siwe_domains.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.siwe_domains",
+                "must list at least one host",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
+            return Err(ConfigError::invalid(
+                "telemetry.log_level",
+                "is not a valid tracing filter directive",
+            ));
+        }
+        Ok(())
+    }
+}

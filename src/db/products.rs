@@ -1,0 +1,102 @@
+//! products and product_administrators.
+
+use alloy::primitives::{Address, B256};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::DbError;
+use crate::domain::product::roles;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProductRow {
+    pub id: Vec<u8>,
+    pub domain: String,
+    pub name: String,
+    pub owner_wallet: Vec<u8>,
+    pub product_types: i64,
+    pub metadata: serde_json::Value,
+    pub allowed_origins: Vec<String>,
+    pub is_active: bool,
+    pub webhook_platform: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The calling wallet's roles on this product (all of them for the owner; 0: none).
+    pub caller_roles: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewProduct {
+    pub id: B256,
+    pub domain: String,
+    pub name: String,
+    pub owner: Address,
+    pub product_types: i64,
+    pub metadata: serde_json::Value,
+    pub allowed_origins: Vec<String>,
+}
+
+/// The product columns plus the caller's roles; binds $1 = caller, $2 = all roles.
+macro_rules! select_products {
+    () => {
+        r#"
+SELECT p.id, p.domain, p.name, p.owner_wallet, p.product_types, p.metadata,
+       p.allowed_origins, p.is_active, p.webhook_config->>'platform' AS webhook_platform,
+       p.created_at, p.updated_at,
+       CASE WHEN p.owner_wallet = $1 THEN $2 ELSE COALESCE(a.roles, 0) END AS caller_roles
+FROM products p
+LEFT JOIN product_administrators a ON a.product_id = p.id AND a.wallet = $1
+"#
+    };
+}
+
+/// Inserts a product; `DbError::Conflict` when its id or domain already exists.
+pub async fn insert(pool: &PgPool, product: &NewProduct) -> Result<ProductRow, DbError> {
+    sqlx::query(
+        "INSERT INTO products (id, domain, name, owner_wallet, product_types, metadata, allowed_origins)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(product.id.as_slice())
+    .bind(&product.domain)
+    .bind(&product.name)
+    .bind(product.owner.as_slice())
+    .bind(product.product_types)
+    .bind(&product.metadata)
+    .bind(&product.allowed_origins)
+    .execute(pool)
+    .await?;
+    get_for(pool, product.id, product.owner)
+        .await?
+        .ok_or_else(|| DbError::Query(sqlx::Error::RowNotFound))
+}
+
+/// A live (not deleted) product, with the caller's roles on it.
+pub async fn get_for(
+    pool: &PgPool,
+    id: B256,
+    caller: Address,
+) -> Result<Option<ProductRow>, DbError> {
+    const SQL: &str = concat!(
+        select_products!(),
+        "WHERE p.id = $3 AND p.deleted_at IS NULL"
+    );
+    Ok(sqlx::query_as(SQL)
+        .bind(caller.as_slice())
+        .bind(roles::ALL)
+        .bind(id.as_slice())
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// The live products the wallet owns or administers, newest first.
+pub async fn list_for(pool: &PgPool, caller: Address) -> Result<Vec<ProductRow>, DbError> {
+    const SQL: &str = concat!(
+        select_products!(),
+        "WHERE p.deleted_at IS NULL AND (p.owner_wallet = $1 OR a.wallet IS NOT NULL)
+         ORDER BY p.created_at DESC, p.id"
+    );
+    Ok(sqlx::query_as(SQL)
+        .bind(caller.as_slice())
+        .bind(roles::ALL)
+        .fetch_all(pool)
+        .await?)
+}

@@ -1,0 +1,7 @@
+//! Pure decisions: no IO, no async, no clock reads (time is passed in). Everything
+//! here is unit-tested without a runtime.
+
+pub mod ids;
+pub mod product;
+pub mod session_token;
+pub mod siwe;

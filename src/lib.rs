@@ -1,0 +1,13 @@
+//! rewardflow: a referral-and-rewards engine. See `docs/ARCHITECTURE.md` for the
+//! codemap; `main.rs` is only the CLI.
+#![forbid(unsafe_code)]
+
+pub mod actors;
+pub mod app;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod readiness;
+pub mod telemetry;

@@ -1,0 +1,252 @@
+//! The `rewardflow` binary as operators and scripts use it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use alloy::primitives::Address;
+
+use crate::common::{TestApp, fresh_database, test_settings};
+
+fn rewardflow() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rewardflow"));
+    // Start from a clean slate: no inherited REWARDFLOW_* and no ./config.toml.
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("REWARDFLOW_")) {
+        command.env_remove(key);
+    }
+    let dir = std::env::temp_dir().join(format!("rf-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    command.current_dir(dir);
+    command
+}
+
+#[test]
+fn print_config_redacts_secrets() {
+    let output = rewardflow()
+        .arg("print-config")
+        .env(
+            "REWARDFLOW_AUTH__JWT_SECRET",
+            "super-secret-value-super-secret-value",
+        )
+        .env(
+            "REWARDFLOW_DATABASE__URL",
+            "postgres://app:pa55word@db.internal:5432/rf",
+        )
+        .env("REWARDFLOW_SERVER__LISTEN", "0.0.0.0:9999")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("listen = \"0.0.0.0:9999\""), "{text}");
+    assert!(
+        text.contains("postgres://app:***@db.internal:5432/rf"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("pa55word") && !text.contains("super-secret-value"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_configuration_names_the_key_and_fails() {
+    let output = rewardflow()
+        .arg("print-config")
+        .env("REWARDFLOW_DATABASE__MAX_CONNECTIONS", "lots")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("database.max_connections"), "{stderr}");
+
+    let output = rewardflow()
+        .args(["serve", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("server.listen") && stderr.contains("--listen"),
+        "{stderr}"
+    );
+
+    let output = rewardflow().arg("serve").output().unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("database.url")
+    );
+}
+
+#[tokio::test]
+async fn token_command_mints_what_the_server_accepts() {
+    let data_dir = std::env::temp_dir().join(format!("rf-data-{}", uuid::Uuid::new_v4().simple()));
+    let wallet = Address::repeat_byte(0x42);
+    let output = rewardflow()
+        .args(["token", "--wallet", &format!("{wallet:#x}")])
+        .env("REWARDFLOW_DEV__DATA_DIR", &data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap();
+    let token = token.trim();
+    assert_eq!(token.lines().count(), 1);
+
+    // A server configured with the same data directory (and no explicit secret).
+    let mut settings = test_settings(&fresh_database().await);
+    settings.auth.jwt_secret = Default::default();
+    settings.dev.data_dir = data_dir;
+    let app = TestApp::start(settings).await.unwrap();
+    let (status, body) = app.get("/v1/products", Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let output = rewardflow()
+        .args(["token", "--wallet", "0xnope"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}
+
+/// Reads stdout lines until one starts with `prefix`.
+fn wait_for_line(child: &mut Child, prefix: &str, seen: &mut Vec<String>) -> String {
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut reader = BufReader::new(stdout);
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "exited before printing {prefix:?}; saw {seen:?}"
+        );
+        let line = line.trim().to_owned();
+        seen.push(line.clone());
+        if line.starts_with(prefix) {
+            return line;
+        }
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap()
+}
+
+#[tokio::test]
+async fn serve_and_migrate_print_and_exit_as_documented() {
+    let url = crate::common::empty_database().await;
+    let output = rewardflow()
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("applied 1 migration"));
+
+    let mut child = rewardflow()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .env("REWARDFLOW_DATABASE__MIGRATE_ON_START", "false")
+        .env(
+            "REWARDFLOW_AUTH__JWT_SECRET",
+            "cli-test-secret-cli-test-secret-cli",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let line = wait_for_line(&mut child, "listening on http://", &mut seen);
+    let base = line.trim_start_matches("listening on ").to_owned();
+    let response = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status:?}");
+}
+
+/// `rewardflow dev`: its own durable cluster, the documented lines, and data that
+/// survives a restart.
+#[tokio::test]
+async fn dev_runs_on_its_own_cluster_and_keeps_data_across_restarts() {
+    let data_dir = std::env::temp_dir().join(format!("rf-dev-{}", uuid::Uuid::new_v4().simple()));
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let start = || {
+        rewardflow()
+            .args(["dev", "--listen", "127.0.0.1:0"])
+            .env("REWARDFLOW_DEV__DATA_DIR", &data_dir)
+            .env("REWARDFLOW_DEV__POSTGRES_PORT", port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let wallet = Address::repeat_byte(0x99);
+    let token = {
+        let output = rewardflow()
+            .args(["token", "--wallet", &format!("{wallet:#x}")])
+            .env("REWARDFLOW_DEV__DATA_DIR", &data_dir)
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let client = reqwest::Client::new();
+
+    let mut child = start();
+    let mut seen = Vec::new();
+    let db_line = wait_for_line(&mut child, "DATABASE_URL=postgres://", &mut seen);
+    assert!(
+        db_line.contains(&format!("127.0.0.1:{port}/rewardflow")),
+        "{db_line}"
+    );
+    let base = wait_for_line(&mut child, "listening on http://", &mut seen)
+        .trim_start_matches("listening on ")
+        .to_owned();
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let response = client
+        .post(format!("{base}/v1/products"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"domain": "dev.example", "name": "Dev shop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert!(terminate(&mut child).success());
+
+    let mut child = start();
+    let mut seen = Vec::new();
+    let base = wait_for_line(&mut child, "listening on http://", &mut seen)
+        .trim_start_matches("listening on ")
+        .to_owned();
+    let products: serde_json::Value = client
+        .get(format!("{base}/v1/products"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        products["products"][0]["domain"], "dev.example",
+        "{products}"
+    );
+    assert!(terminate(&mut child).success());
+}

@@ -1,0 +1,7 @@
+//! Whole-app tests: real HTTP against the real service on a real PostgreSQL.
+
+mod auth;
+mod cli;
+mod common;
+mod ops;
+mod products;
