@@ -47,8 +47,12 @@ async fn main() -> std::process::ExitCode {
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
-            let (client, url, issued, token) =
-                (client.clone(), url.clone(), issued.clone(), args.token.clone());
+            let (client, url, issued, token) = (
+                client.clone(),
+                url.clone(),
+                issued.clone(),
+                args.token.clone(),
+            );
             let total = args.requests;
             tokio::spawn(async move {
                 let mut sample = report::Sample::default();

@@ -90,13 +90,20 @@ mod tests {
     fn percentiles_and_errors() {
         let mut sample = Sample::default();
         for ms in 1..=100 {
-            sample.record(Duration::from_millis(ms), Some(if ms == 100 { 503 } else { 200 }));
+            sample.record(
+                Duration::from_millis(ms),
+                Some(if ms == 100 { 503 } else { 200 }),
+            );
         }
         sample.record(Duration::from_millis(5), None);
         let summary = sample.summarize(Duration::from_secs(1));
         assert_eq!(summary.requests, 101);
         assert_eq!(summary.errors, 2);
         assert_eq!(summary.max_ms, 100.0);
-        assert!((49.0..=51.0).contains(&summary.p50_ms), "{}", summary.p50_ms);
+        assert!(
+            (49.0..=51.0).contains(&summary.p50_ms),
+            "{}",
+            summary.p50_ms
+        );
     }
 }
