@@ -12,11 +12,18 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::actors::maintenance::{self, Maintenance, MaintenanceArgs};
-use crate::actors::supervisor::{
-    ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg,
+use crate::actors::product_directory::{
+    self, DirectoryArgs, DirectoryMsg, OpenError, ProductDirectory, ProductHandle, ProductRegistry,
+    ProductTemplate,
 };
+use crate::actors::referral::{self, Referral, ReferralArgs};
+use crate::actors::supervisor::{
+    ActorSlot, ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg,
+};
+use crate::actors::writer::{self, Writer, WriterArgs, WriterGate};
 use crate::config::{ConfigError, Secret, Settings, resolve_jwt_secret};
 use crate::db::{self, DbError};
+use crate::limits::RateLimiter;
 use crate::readiness::Readiness;
 use crate::{http, telemetry};
 
@@ -28,11 +35,31 @@ pub struct AppContext {
     pub metrics: PrometheusHandle,
     pub jwt_secret: Secret,
     pub root: ActorRef<SupervisorMsg>,
+    pub ingest: Ingest,
 }
 
 impl AppContext {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.settings.server.request_timeout_ms)
+    }
+}
+
+/// The front door's handles on the ingestion actors.
+pub struct Ingest {
+    pub products: Arc<ProductRegistry>,
+    pub directory: ActorSlot<DirectoryMsg>,
+    pub limiter: Arc<RateLimiter>,
+    pub gate: Arc<WriterGate>,
+}
+
+impl Ingest {
+    /// The running actor of a product, started on first use.
+    pub async fn open(&self, product: alloy::primitives::B256) -> Result<ProductHandle, OpenError> {
+        let directory = self
+            .directory
+            .get()
+            .ok_or_else(|| OpenError::Unavailable("the product directory is restarting".into()))?;
+        self.products.open(&directory, product).await
     }
 }
 
@@ -83,14 +110,13 @@ impl App {
         }
         readiness.set_migrations_applied();
 
-        let maintenance_args = MaintenanceArgs {
-            pool: pool.clone(),
-            readiness: readiness.clone(),
-            interval: Duration::from_millis(settings.supervisor.maintenance_interval_ms),
+        let ingest = Ingest {
+            products: Arc::new(ProductRegistry::default()),
+            directory: ActorSlot::default(),
+            limiter: Arc::new(RateLimiter::new(&settings.rate_limit)),
+            gate: Arc::new(WriterGate::new(settings.ingest.writer_max_pending_rows)),
         };
-        let children = vec![ChildSpec::new(maintenance::KIND, Maintenance, move || {
-            maintenance_args.clone()
-        })];
+        let children = children(&settings, &pool, &readiness, &ingest);
         let (root, root_join) = Actor::spawn(
             None,
             Supervisor,
@@ -111,6 +137,7 @@ impl App {
             metrics,
             jwt_secret,
             root,
+            ingest,
         });
         Ok(Self { ctx, root_join })
     }
@@ -164,6 +191,74 @@ impl App {
             Ok(())
         }
     }
+}
+
+/// The root supervisor's children, in start order (they stop in reverse: product
+/// actors first, then the referral actor, then the writer, which flushes last).
+fn children(
+    settings: &Settings,
+    pool: &PgPool,
+    readiness: &Arc<Readiness>,
+    ingest: &Ingest,
+) -> Vec<ChildSpec> {
+    let s = &settings.ingest;
+    let maintenance_args = MaintenanceArgs {
+        pool: pool.clone(),
+        readiness: readiness.clone(),
+        interval: Duration::from_millis(settings.supervisor.maintenance_interval_ms),
+        products: ingest.products.clone(),
+        limiter: ingest.limiter.clone(),
+    };
+    let writer_args = WriterArgs {
+        pool: pool.clone(),
+        gate: ingest.gate.clone(),
+        max_batch_rows: s.writer_max_batch_rows as usize,
+        flush_concurrency: s.writer_flush_concurrency as usize,
+        retry_interval: Duration::from_millis(s.writer_retry_interval_ms),
+    };
+    let referral_args = ReferralArgs {
+        pool: pool.clone(),
+        max_edges: s.referral_cache_edges,
+    };
+    let writer_slot = ActorSlot::default();
+    let referral_slot = ActorSlot::default();
+    let directory_args = DirectoryArgs {
+        registry: ingest.products.clone(),
+        policy: RestartPolicy::from(&settings.supervisor),
+        template: ProductTemplate {
+            pool: pool.clone(),
+            writer: writer_slot.clone(),
+            gate: ingest.gate.clone(),
+            referral: referral_slot.clone(),
+            dedup: moka::sync::Cache::new(s.dedup_cache_entries),
+            window: Duration::from_secs(s.dedup_window_secs),
+            stale_after: Duration::from_millis(settings.server.request_timeout_ms)
+                + Duration::from_secs(5),
+        },
+    };
+    vec![
+        ChildSpec::new(maintenance::KIND, Maintenance, move || {
+            maintenance_args.clone()
+        }),
+        ChildSpec::published(
+            writer::KIND,
+            Writer,
+            move || writer_args.clone(),
+            writer_slot,
+        ),
+        ChildSpec::published(
+            referral::KIND,
+            Referral,
+            move || referral_args.clone(),
+            referral_slot,
+        ),
+        ChildSpec::published(
+            product_directory::KIND,
+            ProductDirectory,
+            move || directory_args.clone(),
+            ingest.directory.clone(),
+        ),
+    ]
 }
 
 /// Builds and serves: what `rewardflow serve` does.

@@ -9,5 +9,6 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod limits;
 pub mod readiness;
 pub mod telemetry;

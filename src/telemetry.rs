@@ -26,6 +26,10 @@ pub struct MetricDef {
     pub buckets: &'static [f64],
 }
 
+const ROW_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0,
+];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -39,6 +43,15 @@ pub const DB_POOL_CONNECTIONS: &str = "rewardflow_db_pool_connections";
 pub const AUTH_LOGINS_TOTAL: &str = "rewardflow_auth_logins_total";
 pub const AUTH_NONCES_EXPIRED_TOTAL: &str = "rewardflow_auth_nonces_expired_total";
 pub const BUILD_INFO: &str = "rewardflow_build_info";
+pub const INTERACTIONS_TOTAL: &str = "rewardflow_interactions_total";
+pub const WRITER_BATCH_ROWS: &str = "rewardflow_writer_batch_rows";
+pub const WRITER_FLUSH_DURATION_SECONDS: &str = "rewardflow_writer_flush_duration_seconds";
+pub const WRITER_FLUSHES_TOTAL: &str = "rewardflow_writer_flushes_total";
+pub const MAILBOX_DEPTH: &str = "rewardflow_mailbox_depth";
+pub const PRODUCT_ACTORS: &str = "rewardflow_product_actors";
+pub const REFERRALS_TOTAL: &str = "rewardflow_referrals_total";
+pub const REFERRAL_CACHE_LOOKUPS_TOTAL: &str = "rewardflow_referral_cache_lookups_total";
+pub const RATE_LIMITED_TOTAL: &str = "rewardflow_rate_limited_total";
 
 pub const CATALOGUE: &[MetricDef] = &[
     MetricDef {
@@ -103,6 +116,78 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: "nonces",
         help: "Unused sign-in nonces deleted after their expiry.",
         labels: &[],
+        buckets: &[],
+    },
+    MetricDef {
+        name: INTERACTIONS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "interactions",
+        help: "Interactions by type and outcome (accepted, duplicate, rejected, unavailable) and reason (none, invalid, unknown_product, inactive_product, origin, rate_limited, overloaded, writer).",
+        labels: &["type", "outcome", "reason"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: WRITER_BATCH_ROWS,
+        kind: MetricKind::Histogram,
+        unit: "rows",
+        help: "Interaction rows per flush transaction (group commit batch size).",
+        labels: &[],
+        buckets: ROW_BUCKETS,
+    },
+    MetricDef {
+        name: WRITER_FLUSH_DURATION_SECONDS,
+        kind: MetricKind::Histogram,
+        unit: "seconds",
+        help: "Duration of a flush transaction, begin to commit, by outcome.",
+        labels: &["outcome"],
+        buckets: LATENCY_BUCKETS,
+    },
+    MetricDef {
+        name: WRITER_FLUSHES_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "flushes",
+        help: "Flush transactions by outcome (committed, failed).",
+        labels: &["outcome"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: MAILBOX_DEPTH,
+        kind: MetricKind::Gauge,
+        unit: "messages",
+        help: "Work queued per actor kind: interactions queued in product actors, rows held by the writer.",
+        labels: &["actor"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: PRODUCT_ACTORS,
+        kind: MetricKind::Gauge,
+        unit: "actors",
+        help: "Product actors running.",
+        labels: &[],
+        buckets: &[],
+    },
+    MetricDef {
+        name: REFERRALS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "referrals",
+        help: "Referral registrations by outcome (registered, already_referred, self_referral, cycle).",
+        labels: &["outcome"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: REFERRAL_CACHE_LOOKUPS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "lookups",
+        help: "Referral graph lookups by result (hit: product edges in memory, miss: loaded from PostgreSQL).",
+        labels: &["result"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: RATE_LIMITED_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "requests",
+        help: "Requests refused with 429 by scope (wallet, ip).",
+        labels: &["scope"],
         buckets: &[],
     },
     MetricDef {

@@ -1,5 +1,5 @@
-//! Periodic upkeep: probes the database for `/readyz`, publishes pool gauges, and
-//! deletes expired sign-in nonces.
+//! Periodic upkeep: probes the database for `/readyz`, publishes pool and mailbox
+//! gauges, deletes expired sign-in nonces, and forgets idle rate-limit buckets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sqlx::PgPool;
 
+use super::product_directory::ProductRegistry;
 use crate::db;
+use crate::limits::RateLimiter;
 use crate::readiness::Readiness;
 use crate::telemetry;
 
@@ -22,6 +24,8 @@ pub struct MaintenanceArgs {
     pub pool: PgPool,
     pub readiness: Arc<Readiness>,
     pub interval: Duration,
+    pub products: Arc<ProductRegistry>,
+    pub limiter: Arc<RateLimiter>,
 }
 
 pub struct MaintenanceState {
@@ -68,6 +72,10 @@ impl Actor for Maintenance {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             MaintenanceMsg::Tick => {
+                let args = &state.args;
+                args.limiter.sweep(chrono::Utc::now().timestamp_millis());
+                metrics::gauge!(telemetry::MAILBOX_DEPTH, "actor" => "product")
+                    .set(args.products.queued() as f64);
                 if probe(&state.args).await {
                     match db::auth_nonces::delete_expired(&state.args.pool).await {
                         Ok(n) => {

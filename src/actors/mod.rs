@@ -2,4 +2,8 @@
 //! and its `impl Actor`. Decisions live in `domain/`.
 
 pub mod maintenance;
+pub mod product;
+pub mod product_directory;
+pub mod referral;
 pub mod supervisor;
+pub mod writer;

@@ -36,16 +36,54 @@ impl ChildSpec {
         A: Actor + Clone,
         F: Fn() -> A::Arguments + Send + Sync + 'static,
     {
+        Self::published(kind, actor, args, ActorSlot::default())
+    }
+
+    /// Like [`ChildSpec::new`], and every (re)started actor is published in `slot`,
+    /// so that others always reach the current incarnation.
+    pub fn published<A, F>(kind: &'static str, actor: A, args: F, slot: ActorSlot<A::Msg>) -> Self
+    where
+        A: Actor + Clone,
+        F: Fn() -> A::Arguments + Send + Sync + 'static,
+    {
         let args = Arc::new(args);
         let spawn: SpawnFn = Arc::new(move |supervisor| {
             let actor = actor.clone();
             let args = args.clone();
+            let slot = slot.clone();
             Box::pin(async move {
                 let (child, _join) = Actor::spawn_linked(None, actor, args(), supervisor).await?;
+                slot.set(child.clone());
                 Ok(child.get_cell())
             })
         });
         Self { kind, spawn }
+    }
+}
+
+/// The current incarnation of a supervised actor.
+pub struct ActorSlot<M: ractor::Message>(Arc<std::sync::RwLock<Option<ActorRef<M>>>>);
+
+impl<M: ractor::Message> Clone for ActorSlot<M> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<M: ractor::Message> Default for ActorSlot<M> {
+    fn default() -> Self {
+        Self(Arc::new(std::sync::RwLock::new(None)))
+    }
+}
+
+impl<M: ractor::Message> ActorSlot<M> {
+    /// The running actor, if it has been started.
+    pub fn get(&self) -> Option<ActorRef<M>> {
+        self.0.read().expect("slot lock").clone()
+    }
+
+    fn set(&self, actor: ActorRef<M>) {
+        *self.0.write().expect("slot lock") = Some(actor);
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub dev: DevSettings,
     pub auth: AuthSettings,
+    pub ingest: IngestSettings,
+    pub rate_limit: RateLimitSettings,
     pub supervisor: SupervisorSettings,
     pub telemetry: TelemetrySettings,
 }
@@ -125,6 +127,66 @@ impl Default for AuthSettings {
             nonce_ttl_secs: 300,
             siwe_domains: vec!["localhost".into(), "127.0.0.1".into()],
             clock_skew_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Interactions a product actor may have queued; beyond, requests get 503.
+    pub product_mailbox_capacity: u64,
+    /// Rows the writer may hold (buffered and being flushed); beyond, 503.
+    pub writer_max_pending_rows: u64,
+    /// Most interaction rows in one flush transaction.
+    pub writer_max_batch_rows: u64,
+    /// Flush transactions that may run at once.
+    pub writer_flush_concurrency: u64,
+    /// After a failed flush, how often the writer probes the database.
+    pub writer_retry_interval_ms: u64,
+    /// Interactions without idempotency or natural key are duplicates of an identical
+    /// one (same wallet, type and data) seen within this window.
+    pub dedup_window_secs: u64,
+    /// Idempotency and natural keys remembered in memory (all products); older keys
+    /// are still caught by the database's unique indexes.
+    pub dedup_cache_entries: u64,
+    /// Referral edges kept in memory (all products); evicted products reload.
+    pub referral_cache_edges: u64,
+    /// `Retry-After` sent with 503 answers under overload.
+    pub retry_after_secs: u64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            product_mailbox_capacity: 20_000,
+            writer_max_pending_rows: 100_000,
+            writer_max_batch_rows: 5_000,
+            writer_flush_concurrency: 2,
+            writer_retry_interval_ms: 250,
+            dedup_window_secs: 60,
+            dedup_cache_entries: 1_000_000,
+            referral_cache_edges: 5_000_000,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Interactions one wallet may send per hour (0: no limit).
+    pub per_wallet_per_hour: u64,
+    /// Interactions one source IP may send per hour (0: no limit). Generous: many
+    /// users share a NAT address. `rewardflow dev` turns it off.
+    pub per_ip_per_hour: u64,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            per_wallet_per_hour: 100,
+            per_ip_per_hour: 360_000,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! family. Only this module writes SQL.
 
 pub mod auth_nonces;
+pub mod interactions;
 pub mod local_cluster;
 pub mod products;
 

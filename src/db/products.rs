@@ -100,3 +100,31 @@ pub async fn list_for(pool: &PgPool, caller: Address) -> Result<Vec<ProductRow>,
         .fetch_all(pool)
         .await?)
 }
+
+/// What the ingestion path needs to know of a product.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductConfig {
+    pub id: B256,
+    pub domain: String,
+    /// Normalized origins; empty means `https://<domain>`.
+    pub allowed_origins: Vec<String>,
+    pub is_active: bool,
+}
+
+/// The ingestion view of a live product; `None` if it does not exist.
+pub async fn load_config(pool: &PgPool, id: B256) -> Result<Option<ProductConfig>, DbError> {
+    let row: Option<(String, Vec<String>, bool)> = sqlx::query_as(
+        "SELECT domain, allowed_origins, is_active FROM products WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id.as_slice())
+    .fetch_optional(pool)
+    .await?;
+    Ok(
+        row.map(|(domain, allowed_origins, is_active)| ProductConfig {
+            id,
+            domain,
+            allowed_origins,
+            is_active,
+        }),
+    )
+}

@@ -2,6 +2,9 @@
 //! here is unit-tested without a runtime.
 
 pub mod ids;
+pub mod interaction;
 pub mod product;
+pub mod rate_limit;
+pub mod referral;
 pub mod session_token;
 pub mod siwe;

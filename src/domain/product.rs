@@ -82,6 +82,17 @@ pub fn normalize_origins(inputs: &[String]) -> Result<Vec<String>, ProductFieldE
     Ok(origins)
 }
 
+/// Whether a request's `Origin` may call the product's SDK routes: one of its
+/// allowed origins, or `https://<domain>` when none are configured.
+pub fn origin_allowed(domain: &str, allowed: &[String], origin: &str) -> bool {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    if allowed.is_empty() {
+        origin == format!("https://{domain}")
+    } else {
+        allowed.contains(&origin)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +147,25 @@ mod tests {
             normalize_origins(&many),
             Err(ProductFieldError::TooManyOrigins)
         );
+    }
+
+    #[test]
+    fn origins_default_to_the_https_domain() {
+        assert!(origin_allowed("shop.example", &[], "https://shop.example"));
+        assert!(origin_allowed("shop.example", &[], "HTTPS://Shop.Example/"));
+        assert!(!origin_allowed("shop.example", &[], "http://shop.example"));
+        assert!(!origin_allowed("shop.example", &[], "https://evil.example"));
+        let allowed = vec!["http://localhost:3000".to_owned()];
+        assert!(origin_allowed(
+            "shop.example",
+            &allowed,
+            "http://localhost:3000"
+        ));
+        assert!(!origin_allowed(
+            "shop.example",
+            &allowed,
+            "https://shop.example"
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod body;
+mod interactions;
 mod ops;
 pub mod problem;
 mod products;
@@ -32,6 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/products"),
     ("GET", "/v1/products"),
     ("GET", "/v1/products/{id}"),
+    ("POST", "/v1/interactions"),
 ];
 
 /// The whole API, with rejections rendered as problem+json and every response
@@ -40,7 +42,11 @@ pub fn routes(
     ctx: Arc<AppContext>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let ops = ops::routes(ctx.clone());
-    let api = auth::routes(ctx.clone()).or(products::routes(ctx)).unify();
+    let api = interactions::routes(ctx.clone())
+        .or(auth::routes(ctx.clone()))
+        .unify()
+        .or(products::routes(ctx))
+        .unify();
     ops.or(api)
         .unify()
         .recover(problem::handle_rejection)

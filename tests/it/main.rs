@@ -3,5 +3,6 @@
 mod auth;
 mod cli;
 mod common;
+mod interactions;
 mod ops;
 mod products;

@@ -1,0 +1,526 @@
+//! One actor per product: it owns the product's hot ingestion state — the dedup
+//! window, the interactions waiting for their commit — and decides, in order,
+//! what each interaction is: a duplicate of a committed one, a duplicate of one
+//! still being written (answered with the original's fate), or new. New rows go
+//! to the writer; requests are answered only when the writer reports the commit.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use alloy::primitives::{Address, B256};
+use chrono::{DateTime, Utc};
+use moka::sync::Cache;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::referral::ReferralMsg;
+use super::supervisor::ActorSlot;
+use super::writer::{FlushOutcome, WriteSet, WriterGate, WriterMsg};
+use crate::db::interactions::{self, InteractionRow};
+use crate::db::products::ProductConfig;
+use crate::domain::interaction::{DedupKey, Interaction, InteractionType, window_hash};
+use crate::domain::referral::ReferralOutcome;
+use crate::telemetry;
+
+/// Idempotency and natural keys of committed interactions, all products.
+pub type DedupCache = Cache<(B256, DedupKey), Uuid>;
+
+/// Where a request came from; shared by its items.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub source: &'static str,
+    pub source_ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+pub struct IngestItem {
+    /// Position in the HTTP request.
+    pub index: usize,
+    pub wallet: Address,
+    pub interaction: Interaction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    Accepted {
+        id: Uuid,
+        referral: Option<ReferralOutcome>,
+    },
+    Duplicate {
+        id: Uuid,
+    },
+    /// Not stored; safe to retry.
+    Unavailable,
+}
+
+pub enum ProductMsg {
+    Ingest {
+        items: Vec<IngestItem>,
+        meta: Arc<RequestMeta>,
+        reply: oneshot::Sender<Vec<(usize, ItemResult)>>,
+    },
+    /// From the writer: the fate of the write set tagged `tag`.
+    Flushed { tag: u64, outcome: FlushOutcome },
+    /// Periodic: answers requests whose write never came back (writer restarted).
+    ExpireStale,
+    /// Fails the actor (supervision drills and tests).
+    Crash,
+}
+
+#[derive(Clone)]
+pub struct ProductArgs {
+    pub config: Arc<ProductConfig>,
+    pub pool: sqlx::PgPool,
+    pub writer: ActorSlot<WriterMsg>,
+    pub gate: Arc<WriterGate>,
+    pub referral: ActorSlot<ReferralMsg>,
+    pub dedup: DedupCache,
+    pub window: Duration,
+    /// An open request older than this is answered "unavailable".
+    pub stale_after: Duration,
+    /// Interactions sent to this actor and not yet processed (the front door adds).
+    pub queued: Arc<AtomicU64>,
+}
+
+/// A new row waiting for its commit.
+struct PendingRow {
+    id: Uuid,
+    position: usize,
+    keys: Vec<DedupKey>,
+    referral: Option<(ReferralOutcome, Address, Address)>,
+}
+
+/// A request being answered.
+struct OpenRequest {
+    reply: oneshot::Sender<Vec<(usize, ItemResult)>>,
+    opened: std::time::Instant,
+    indexes: Vec<usize>,
+    kinds: Vec<InteractionType>,
+    results: Vec<Option<ItemResult>>,
+    remaining: usize,
+    rows: Vec<PendingRow>,
+}
+
+pub struct ProductState {
+    args: ProductArgs,
+    /// Window dedup: hash of (wallet, type, data) → (seen at, id).
+    window: HashMap<u64, (DateTime<Utc>, Uuid)>,
+    window_length: chrono::TimeDelta,
+    last_prune: DateTime<Utc>,
+    /// Keys of rows not yet committed → the row's id and who waits on it.
+    pending: HashMap<DedupKey, (Uuid, Vec<(u64, usize)>)>,
+    open: HashMap<u64, OpenRequest>,
+    next_tag: u64,
+    _expiry: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct Product;
+
+impl Actor for Product {
+    type Msg = ProductMsg;
+    type State = ProductState;
+    type Arguments = ProductArgs;
+
+    /// Rebuilds the dedup window from the interactions stored within it.
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ProductArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let now = Utc::now();
+        let since = now - args.window;
+        let recent = interactions::recent_for_window(&args.pool, args.config.id, since).await?;
+        let window = recent
+            .into_iter()
+            .filter_map(|e| {
+                let kind = InteractionType::parse(&e.kind)?;
+                let wallet = Address::from_slice(&e.wallet);
+                Some((window_hash(wallet, kind, &e.data), (e.created_at, e.id)))
+            })
+            .collect();
+        let expiry = myself.send_interval(args.stale_after / 2, || ProductMsg::ExpireStale);
+        Ok(ProductState {
+            window_length: chrono::TimeDelta::from_std(args.window)
+                .unwrap_or(chrono::TimeDelta::MAX),
+            args,
+            window,
+            last_prune: now,
+            pending: HashMap::new(),
+            open: HashMap::new(),
+            next_tag: 0,
+            _expiry: expiry,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state._expiry.abort();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ProductMsg::Ingest { items, meta, reply } => {
+                state
+                    .args
+                    .queued
+                    .fetch_sub(items.len() as u64, Ordering::AcqRel);
+                ingest(&myself, state, items, &meta, reply).await;
+            }
+            ProductMsg::Flushed { tag, outcome } => flushed(state, tag, outcome),
+            ProductMsg::ExpireStale => expire_stale(state),
+            ProductMsg::Crash => panic!("crash requested"),
+        }
+        Ok(())
+    }
+}
+
+async fn ingest(
+    myself: &ActorRef<ProductMsg>,
+    state: &mut ProductState,
+    items: Vec<IngestItem>,
+    meta: &RequestMeta,
+    reply: oneshot::Sender<Vec<(usize, ItemResult)>>,
+) {
+    let now = Utc::now();
+    prune_window(state, now);
+    let tag = state.next_tag;
+    state.next_tag += 1;
+    let mut request = OpenRequest {
+        reply,
+        opened: std::time::Instant::now(),
+        indexes: items.iter().map(|i| i.index).collect(),
+        kinds: items.iter().map(|i| i.interaction.kind).collect(),
+        results: vec![None; items.len()],
+        remaining: 0,
+        rows: Vec::new(),
+    };
+    let mut fresh = Vec::new();
+    for (position, item) in items.into_iter().enumerate() {
+        let keys = item.interaction.dedup_keys(item.wallet);
+        if let Some(id) = committed_duplicate(state, &keys, now) {
+            request.results[position] = Some(ItemResult::Duplicate { id });
+        } else if let Some(key) = keys.iter().find(|k| state.pending.contains_key(*k)) {
+            let waiters = &mut state.pending.get_mut(key).expect("found").1;
+            waiters.push((tag, position));
+            request.remaining += 1;
+        } else {
+            let id = Uuid::now_v7();
+            for key in &keys {
+                state.pending.insert(key.clone(), (id, Vec::new()));
+            }
+            request.rows.push(PendingRow {
+                id,
+                position,
+                keys,
+                referral: None,
+            });
+            fresh.push(item);
+        }
+    }
+    state.open.insert(tag, request);
+    if !fresh.is_empty() {
+        let stored = submit(myself, state, tag, fresh, meta, now).await;
+        if !stored {
+            let rows = std::mem::take(&mut state.open.get_mut(&tag).expect("open").rows);
+            for row in rows {
+                settle_row(state, tag, row, ItemResult::Unavailable);
+            }
+        }
+    }
+    finish_if_done(state, tag);
+}
+
+/// Registers referrals and hands the new rows to the writer; false if the writer
+/// refused them (full, database down, or gone).
+async fn submit(
+    myself: &ActorRef<ProductMsg>,
+    state: &mut ProductState,
+    tag: u64,
+    fresh: Vec<IngestItem>,
+    meta: &RequestMeta,
+    now: DateTime<Utc>,
+) -> bool {
+    let count = fresh.len() as u64;
+    if !state.args.gate.try_reserve(count) {
+        return false;
+    }
+    let pairs: Vec<(Address, Address)> = fresh
+        .iter()
+        .filter_map(|i| i.interaction.referrer.map(|r| (i.wallet, r)))
+        .collect();
+    let mut outcomes = Vec::new().into_iter();
+    if !pairs.is_empty() {
+        let product = state.args.config.id;
+        let answer = match state.args.referral.get() {
+            Some(referral) => ractor::call!(referral, |reply| ReferralMsg::Register {
+                product,
+                pairs: pairs.clone(),
+                reply
+            })
+            .ok(),
+            None => None,
+        };
+        match answer {
+            Some(Ok(list)) => outcomes = list.into_iter(),
+            _ => {
+                state.args.gate.release(count);
+                return false;
+            }
+        }
+    }
+
+    let request = state.open.get_mut(&tag).expect("open request");
+    let mut rows = Vec::with_capacity(fresh.len());
+    for (item, pending) in fresh.into_iter().zip(request.rows.iter_mut()) {
+        // The natural key is read from the client's data, before any annotation.
+        let dedup_key = item.interaction.natural_key(item.wallet);
+        let mut data = item.interaction.data;
+        let mut referrer_wallet = None;
+        if let Some(referrer) = item.interaction.referrer {
+            let outcome = outcomes.next().unwrap_or(ReferralOutcome::AlreadyReferred);
+            pending.referral = Some((outcome, item.wallet, referrer));
+            if outcome == ReferralOutcome::Registered {
+                referrer_wallet = Some(referrer);
+            } else if let Value::Object(map) = &mut data {
+                // A refused referral keeps the claimed referrer in its data.
+                map.insert(
+                    "claimed_referrer".into(),
+                    Value::String(format!("{referrer:#x}")),
+                );
+                map.insert("referral".into(), Value::String(outcome.as_str().into()));
+            }
+        }
+        let analytics = item.interaction.analytics;
+        rows.push(InteractionRow {
+            id: pending.id,
+            product_id: state.args.config.id,
+            wallet: Some(item.wallet),
+            kind: item.interaction.kind,
+            data: data.to_string(),
+            referrer_wallet,
+            dedup_key,
+            idempotency_key: item.interaction.idempotency_key,
+            session_id: analytics.session_id,
+            device_id: analytics.device_id,
+            profile_id: analytics.profile_id,
+            fallback_fingerprint: analytics.fallback_fingerprint,
+            source: meta.source,
+            source_ip: meta.source_ip,
+            user_agent: meta.user_agent.clone(),
+            created_at: now,
+        });
+    }
+    request.remaining += rows.len();
+    let set = WriteSet {
+        product: myself.clone(),
+        tag,
+        rows,
+    };
+    let sent = match state.args.writer.get() {
+        Some(writer) => writer.cast(WriterMsg::Write(set)).is_ok(),
+        None => false,
+    };
+    if !sent {
+        state.args.gate.release(count);
+        request.remaining -= request.rows.len();
+        forget_referrals(state, &state.open[&tag].rows);
+        return false;
+    }
+    true
+}
+
+fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome) {
+    let Some(request) = state.open.get_mut(&tag) else {
+        return;
+    };
+    let rows = std::mem::take(&mut request.rows);
+    request.remaining -= rows.len();
+    let now = Utc::now();
+    let mut lost = Vec::new();
+    for row in rows {
+        let result = match &outcome {
+            FlushOutcome::Committed { skipped } => match skipped.get(&row.id) {
+                None => ItemResult::Accepted {
+                    id: row.id,
+                    referral: row.referral.map(|(o, _, _)| o),
+                },
+                Some(Some(existing)) => ItemResult::Duplicate { id: *existing },
+                Some(None) => ItemResult::Unavailable,
+            },
+            FlushOutcome::Failed { .. } => ItemResult::Unavailable,
+        };
+        match &result {
+            ItemResult::Accepted { id, .. } | ItemResult::Duplicate { id } => {
+                remember(state, &row.keys, *id, now)
+            }
+            ItemResult::Unavailable => lost.push(row.referral),
+        }
+        settle_row(state, tag, row, result);
+    }
+    forget_referral_pairs(state, lost.into_iter().flatten().collect());
+    finish_if_done(state, tag);
+}
+
+/// Answers requests whose write set never came back within `stale_after` (the
+/// writer restarted and lost it): unavailable, safe to retry.
+fn expire_stale(state: &mut ProductState) {
+    let stale_after = state.args.stale_after;
+    let stale: Vec<u64> = state
+        .open
+        .iter()
+        .filter(|(_, r)| !r.rows.is_empty() && r.opened.elapsed() > stale_after)
+        .map(|(tag, _)| *tag)
+        .collect();
+    for tag in stale {
+        let rows = match state.open.get_mut(&tag) {
+            Some(request) => {
+                let rows = std::mem::take(&mut request.rows);
+                request.remaining -= rows.len();
+                rows
+            }
+            None => continue,
+        };
+        tracing::warn!(
+            rows = rows.len(),
+            "write set never came back; answering unavailable"
+        );
+        forget_referrals(state, &rows);
+        for row in rows {
+            settle_row(state, tag, row, ItemResult::Unavailable);
+        }
+        finish_if_done(state, tag);
+    }
+}
+
+/// Gives a row its result, and the same fate to everything waiting on its keys.
+fn settle_row(state: &mut ProductState, tag: u64, row: PendingRow, result: ItemResult) {
+    let follower = match &result {
+        ItemResult::Accepted { id, .. } | ItemResult::Duplicate { id } => {
+            ItemResult::Duplicate { id: *id }
+        }
+        ItemResult::Unavailable => ItemResult::Unavailable,
+    };
+    if let Some(request) = state.open.get_mut(&tag) {
+        request.results[row.position] = Some(result);
+    }
+    for key in &row.keys {
+        let Some((_, waiters)) = state.pending.remove(key) else {
+            continue;
+        };
+        for (waiter_tag, position) in waiters {
+            if let Some(request) = state.open.get_mut(&waiter_tag) {
+                request.results[position] = Some(follower.clone());
+                request.remaining -= 1;
+            }
+            if waiter_tag != tag {
+                finish_if_done(state, waiter_tag);
+            }
+        }
+    }
+}
+
+/// Answers the request once every item has its result; counts outcomes.
+fn finish_if_done(state: &mut ProductState, tag: u64) {
+    if state
+        .open
+        .get(&tag)
+        .is_none_or(|r| r.remaining > 0 || !r.rows.is_empty())
+    {
+        return;
+    }
+    let request = state.open.remove(&tag).expect("checked");
+    let mut counts: HashMap<(InteractionType, (&'static str, &'static str)), u64> = HashMap::new();
+    let results: Vec<(usize, ItemResult)> = request
+        .results
+        .into_iter()
+        .zip(request.indexes)
+        .zip(request.kinds)
+        .map(|((result, index), kind)| {
+            let result = result.unwrap_or(ItemResult::Unavailable);
+            let outcome = match result {
+                ItemResult::Accepted { .. } => ("accepted", "none"),
+                ItemResult::Duplicate { .. } => ("duplicate", "none"),
+                ItemResult::Unavailable => ("unavailable", "writer"),
+            };
+            *counts.entry((kind, outcome)).or_default() += 1;
+            (index, result)
+        })
+        .collect();
+    for ((kind, (outcome, reason)), n) in counts {
+        metrics::counter!(telemetry::INTERACTIONS_TOTAL, "type" => kind.as_str(), "outcome" => outcome, "reason" => reason)
+            .increment(n);
+    }
+    let _ = request.reply.send(results);
+}
+
+fn committed_duplicate(
+    state: &ProductState,
+    keys: &[DedupKey],
+    now: DateTime<Utc>,
+) -> Option<Uuid> {
+    let product = state.args.config.id;
+    keys.iter().find_map(|key| match key {
+        DedupKey::Window(hash) => state
+            .window
+            .get(hash)
+            .filter(|(at, _)| now - *at < state.window_length)
+            .map(|(_, id)| *id),
+        other => state.args.dedup.get(&(product, other.clone())),
+    })
+}
+
+fn remember(state: &mut ProductState, keys: &[DedupKey], id: Uuid, now: DateTime<Utc>) {
+    let product = state.args.config.id;
+    for key in keys {
+        match key {
+            DedupKey::Window(hash) => {
+                state.window.insert(*hash, (now, id));
+            }
+            other => state.args.dedup.insert((product, other.clone()), id),
+        }
+    }
+}
+
+/// Drops window entries older than the window, at most once a second.
+fn prune_window(state: &mut ProductState, now: DateTime<Utc>) {
+    if now - state.last_prune < chrono::Duration::seconds(1) {
+        return;
+    }
+    state.last_prune = now;
+    let window = state.window_length;
+    state.window.retain(|_, (at, _)| now - *at < window);
+}
+
+fn forget_referrals(state: &ProductState, rows: &[PendingRow]) {
+    forget_referral_pairs(state, rows.iter().filter_map(|r| r.referral).collect());
+}
+
+/// Tells the referral actor to drop edges whose row was not stored.
+fn forget_referral_pairs(state: &ProductState, lost: Vec<(ReferralOutcome, Address, Address)>) {
+    let pairs: Vec<(Address, Address)> = lost
+        .into_iter()
+        .filter(|(o, _, _)| *o == ReferralOutcome::Registered)
+        .map(|(_, w, r)| (w, r))
+        .collect();
+    if let (false, Some(referral)) = (pairs.is_empty(), state.args.referral.get()) {
+        let _ = referral.cast(ReferralMsg::Forget {
+            product: state.args.config.id,
+            pairs,
+        });
+    }
+}

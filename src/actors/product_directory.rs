@@ -1,0 +1,292 @@
+//! Where product actors live. The front door looks a product up in the shared
+//! [`ProductRegistry`] (a DashMap, no messaging); on a miss it asks the directory
+//! actor, which loads the product's configuration, spawns its actor (linked to
+//! itself, so it supervises it) and registers it. When a product actor fails, the
+//! directory unregisters it and counts the restart; the next request respawns it
+//! with its state reloaded from PostgreSQL. A product that keeps failing is
+//! refused for a while (restart backoff) instead of respawned on every request.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::B256;
+use dashmap::DashMap;
+use moka::sync::Cache;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use super::product::{Product, ProductArgs, ProductMsg};
+use super::supervisor::{ActorSlot, RestartPolicy};
+use crate::db::{self, products::ProductConfig};
+use crate::telemetry;
+
+pub const KIND: &str = "product_directory";
+
+/// A running product actor and what the front door checks before using it.
+#[derive(Clone)]
+pub struct ProductHandle {
+    pub actor: ActorRef<ProductMsg>,
+    pub config: Arc<ProductConfig>,
+    /// Interactions sent and not yet processed (bounded by the mailbox capacity).
+    pub queued: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("unknown product")]
+    Unknown,
+    #[error("the product is restarting; retry shortly")]
+    Backoff,
+    #[error("cannot load the product: {0}")]
+    Unavailable(String),
+}
+
+/// The shared lookup table. Unknown product ids are remembered briefly so that
+/// random ids cannot turn into one database query each.
+pub struct ProductRegistry {
+    running: DashMap<B256, ProductHandle>,
+    unknown: Cache<B256, ()>,
+}
+
+impl Default for ProductRegistry {
+    fn default() -> Self {
+        Self {
+            running: DashMap::new(),
+            unknown: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(10))
+                .build(),
+        }
+    }
+}
+
+impl ProductRegistry {
+    /// The running actor of a product, starting it if needed.
+    pub async fn open(
+        &self,
+        directory: &ActorRef<DirectoryMsg>,
+        product: B256,
+    ) -> Result<ProductHandle, OpenError> {
+        if let Some(handle) = self.running.get(&product) {
+            return Ok(handle.clone());
+        }
+        if self.unknown.contains_key(&product) {
+            return Err(OpenError::Unknown);
+        }
+        ractor::call!(directory, DirectoryMsg::Open, product)
+            .map_err(|e| OpenError::Unavailable(e.to_string()))?
+    }
+
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Total interactions queued in product actors.
+    pub fn queued(&self) -> u64 {
+        self.running
+            .iter()
+            .map(|h| h.queued.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The running actor of a product, if any (no spawning).
+    pub fn get(&self, product: &B256) -> Option<ProductHandle> {
+        self.running.get(product).map(|h| h.clone())
+    }
+}
+
+pub enum DirectoryMsg {
+    Open(B256, RpcReplyPort<Result<ProductHandle, OpenError>>),
+}
+
+/// What every product actor is started with, besides its own configuration.
+#[derive(Clone)]
+pub struct DirectoryArgs {
+    pub registry: Arc<ProductRegistry>,
+    pub template: ProductTemplate,
+    pub policy: RestartPolicy,
+}
+
+/// The shared parts of [`ProductArgs`].
+#[derive(Clone)]
+pub struct ProductTemplate {
+    pub pool: sqlx::PgPool,
+    pub writer: ActorSlot<super::writer::WriterMsg>,
+    pub gate: Arc<super::writer::WriterGate>,
+    pub referral: ActorSlot<super::referral::ReferralMsg>,
+    pub dedup: super::product::DedupCache,
+    pub window: Duration,
+    pub stale_after: Duration,
+}
+
+pub struct DirectoryState {
+    args: DirectoryArgs,
+    /// Actor id → product, to unregister a failed actor.
+    by_actor: HashMap<ractor::ActorId, B256>,
+    /// Recent failures per product, for the restart backoff.
+    failures: HashMap<B256, VecDeque<Instant>>,
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct ProductDirectory;
+
+impl Actor for ProductDirectory {
+    type Msg = DirectoryMsg;
+    type State = DirectoryState;
+    type Arguments = DirectoryArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: DirectoryArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // Actors of a previous directory died with it; start from nothing.
+        args.registry.running.clear();
+        Ok(DirectoryState {
+            args,
+            by_actor: HashMap::new(),
+            failures: HashMap::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let actors: Vec<ActorCell> = state
+            .args
+            .registry
+            .running
+            .iter()
+            .map(|h| h.actor.get_cell())
+            .collect();
+        state.args.registry.running.clear();
+        for actor in actors {
+            let _ = actor.stop_and_wait(Some("shutdown".into()), None).await;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            DirectoryMsg::Open(product, reply) => {
+                let result = open(&myself, state, product).await;
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                tracing::warn!(error = %err, "product actor failed");
+                (cell, "failed")
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, "stopped"),
+            _ => return Ok(()),
+        };
+        if let Some(product) = state.by_actor.remove(&cell.get_id()) {
+            state
+                .args
+                .registry
+                .running
+                .remove_if(&product, |_, h| h.actor.get_id() == cell.get_id());
+            state
+                .failures
+                .entry(product)
+                .or_default()
+                .push_back(Instant::now());
+            metrics::counter!(telemetry::ACTOR_RESTARTS_TOTAL, "actor" => "product", "reason" => reason)
+                .increment(1);
+            metrics::gauge!(telemetry::PRODUCT_ACTORS).set(state.args.registry.len() as f64);
+        }
+        Ok(())
+    }
+}
+
+async fn open(
+    myself: &ActorRef<DirectoryMsg>,
+    state: &mut DirectoryState,
+    product: B256,
+) -> Result<ProductHandle, OpenError> {
+    let registry = state.args.registry.clone();
+    if let Some(handle) = registry.running.get(&product) {
+        return Ok(handle.clone());
+    }
+    if in_backoff(state, product) {
+        return Err(OpenError::Backoff);
+    }
+    let template = &state.args.template;
+    let config = match db::products::load_config(&template.pool, product).await {
+        Ok(Some(config)) => Arc::new(config),
+        Ok(None) => {
+            registry.unknown.insert(product, ());
+            return Err(OpenError::Unknown);
+        }
+        Err(err) => return Err(OpenError::Unavailable(err.to_string())),
+    };
+    let queued = Arc::new(AtomicU64::new(0));
+    let args = ProductArgs {
+        config: config.clone(),
+        pool: template.pool.clone(),
+        writer: template.writer.clone(),
+        gate: template.gate.clone(),
+        referral: template.referral.clone(),
+        dedup: template.dedup.clone(),
+        window: template.window,
+        stale_after: template.stale_after,
+        queued: queued.clone(),
+    };
+    let (actor, _) = Actor::spawn_linked(None, Product, args, myself.get_cell())
+        .await
+        .map_err(|e| OpenError::Unavailable(e.to_string()))?;
+    let handle = ProductHandle {
+        actor,
+        config,
+        queued,
+    };
+    state.by_actor.insert(handle.actor.get_id(), product);
+    registry.running.insert(product, handle.clone());
+    metrics::gauge!(telemetry::PRODUCT_ACTORS).set(registry.len() as f64);
+    Ok(handle)
+}
+
+/// A product that failed more than the policy allows within its window waits for
+/// the backoff of its last failure before it is started again.
+fn in_backoff(state: &mut DirectoryState, product: B256) -> bool {
+    let policy = state.args.policy;
+    let Some(failures) = state.failures.get_mut(&product) else {
+        return false;
+    };
+    let now = Instant::now();
+    while failures
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > policy.meltdown_window)
+    {
+        failures.pop_front();
+    }
+    match failures.back() {
+        None => {
+            state.failures.remove(&product);
+            false
+        }
+        Some(last) => now.duration_since(*last) < policy.backoff(failures.len()),
+    }
+}

@@ -1,0 +1,319 @@
+//! Group commit. Product actors hand the writer write sets (the rows of one
+//! request for one product); the writer buffers them and, whenever a flush lane
+//! is free, writes everything buffered (up to `writer_max_batch_rows`) in one
+//! transaction — so at low load a row waits for one commit, and at high load
+//! batches grow by themselves. After the commit (or failure) each product actor
+//! gets the outcome of its write set and answers its waiting requests.
+//!
+//! Admission is bounded: a product actor reserves rows in the shared
+//! [`WriterGate`] before sending; when the gate is full, or the database is known
+//! to be down, the request is refused at once (503) instead of queued.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::product::ProductMsg;
+use crate::db::interactions::{InteractionRow, insert_batch};
+use crate::db::{self, DbError};
+use crate::telemetry;
+
+pub const KIND: &str = "writer";
+
+/// The rows of one request for one product.
+pub struct WriteSet {
+    pub product: ActorRef<ProductMsg>,
+    /// The product actor's request tag, returned with the outcome.
+    pub tag: u64,
+    pub rows: Vec<InteractionRow>,
+}
+
+#[derive(Debug, Clone)]
+pub enum FlushOutcome {
+    /// Committed. Rows a unique index refused map to the id holding their key
+    /// (`None`: no such row, the refusal came from the one-referrer index).
+    Committed {
+        skipped: HashMap<Uuid, Option<Uuid>>,
+    },
+    /// Nothing of the write set was stored.
+    Failed { retryable: bool },
+}
+
+/// Shared admission state: rows held by the writer and database health.
+#[derive(Debug)]
+pub struct WriterGate {
+    pending_rows: AtomicU64,
+    max_pending_rows: u64,
+    healthy: AtomicBool,
+}
+
+impl WriterGate {
+    pub fn new(max_pending_rows: u64) -> Self {
+        Self {
+            pending_rows: AtomicU64::new(0),
+            max_pending_rows,
+            healthy: AtomicBool::new(true),
+        }
+    }
+
+    /// Reserves room for `rows`; false when the writer is full or the database down.
+    pub fn try_reserve(&self, rows: u64) -> bool {
+        if !self.healthy.load(Ordering::Acquire) {
+            return false;
+        }
+        let before = self.pending_rows.fetch_add(rows, Ordering::AcqRel);
+        if before + rows > self.max_pending_rows {
+            self.pending_rows.fetch_sub(rows, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub fn release(&self, rows: u64) {
+        self.pending_rows.fetch_sub(rows, Ordering::AcqRel);
+    }
+
+    pub fn pending_rows(&self) -> u64 {
+        self.pending_rows.load(Ordering::Acquire)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Release);
+    }
+}
+
+pub enum WriterMsg {
+    Write(WriteSet),
+    /// A flush lane finished.
+    FlushDone {
+        rows: u64,
+        database_down: bool,
+    },
+    /// While the database is down: try it again.
+    Probe,
+}
+
+#[derive(Clone)]
+pub struct WriterArgs {
+    pub pool: PgPool,
+    pub gate: Arc<WriterGate>,
+    pub max_batch_rows: usize,
+    pub flush_concurrency: usize,
+    pub retry_interval: Duration,
+}
+
+pub struct WriterState {
+    args: WriterArgs,
+    buffer: VecDeque<WriteSet>,
+    lanes_busy: usize,
+    probing: bool,
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct Writer;
+
+impl Actor for Writer {
+    type Msg = WriterMsg;
+    type State = WriterState;
+    type Arguments = WriterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: WriterArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // A restarted writer starts empty: whatever it held died with its
+        // predecessor, whose product actors answered 503 (their reply ports closed).
+        args.gate.pending_rows.store(0, Ordering::Release);
+        args.gate.set_healthy(true);
+        Ok(WriterState {
+            args,
+            buffer: VecDeque::new(),
+            lanes_busy: 0,
+            probing: false,
+        })
+    }
+
+    /// Shutdown: the front door has drained, but write what is still buffered.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let sets: Vec<WriteSet> = state.buffer.drain(..).collect();
+        if !sets.is_empty() {
+            flush(&state.args.pool, sets).await;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WriterMsg::Write(set) => {
+                state.buffer.push_back(set);
+            }
+            WriterMsg::FlushDone {
+                rows,
+                database_down,
+            } => {
+                state.lanes_busy -= 1;
+                state.args.gate.release(rows);
+                if database_down && !state.probing {
+                    state.args.gate.set_healthy(false);
+                    state.probing = true;
+                    myself.send_after(state.args.retry_interval, || WriterMsg::Probe);
+                }
+            }
+            WriterMsg::Probe => {
+                if db::ping(&state.args.pool).await.is_ok() {
+                    tracing::info!("database reachable again; accepting interactions");
+                    state.args.gate.set_healthy(true);
+                    state.probing = false;
+                } else {
+                    myself.send_after(state.args.retry_interval, || WriterMsg::Probe);
+                }
+            }
+        }
+        start_flushes(&myself, state);
+        metrics::gauge!(telemetry::MAILBOX_DEPTH, "actor" => KIND)
+            .set(state.args.gate.pending_rows() as f64);
+        Ok(())
+    }
+}
+
+/// Starts a flush on every free lane while rows are buffered.
+fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
+    while state.lanes_busy < state.args.flush_concurrency && !state.buffer.is_empty() {
+        let mut sets = Vec::new();
+        let mut rows = 0;
+        while let Some(set) = state.buffer.front() {
+            if !sets.is_empty() && rows + set.rows.len() > state.args.max_batch_rows {
+                break;
+            }
+            rows += set.rows.len();
+            sets.push(state.buffer.pop_front().expect("front exists"));
+        }
+        state.lanes_busy += 1;
+        let pool = state.args.pool.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let database_down = flush(&pool, sets).await;
+            let _ = myself.cast(WriterMsg::FlushDone {
+                rows: rows as u64,
+                database_down,
+            });
+        });
+    }
+}
+
+/// Writes the sets in one transaction and tells each product actor the outcome.
+/// A batch refused for a non-retryable reason is retried set by set, so one bad
+/// write set cannot fail the others. Returns whether the database looks down.
+async fn flush(pool: &PgPool, sets: Vec<WriteSet>) -> bool {
+    let mut owners = Vec::with_capacity(sets.len());
+    let mut rows = Vec::new();
+    for set in sets {
+        owners.push((set.product, set.tag, set.rows.len()));
+        rows.extend(set.rows);
+    }
+    match write(pool, &rows).await {
+        Ok(skipped) => {
+            let mut start = 0;
+            for (product, tag, count) in owners {
+                let mine: HashMap<Uuid, Option<Uuid>> = rows[start..start + count]
+                    .iter()
+                    .filter_map(|r| skipped.get(&r.id).map(|e| (r.id, *e)))
+                    .collect();
+                start += count;
+                let _ = product.cast(ProductMsg::Flushed {
+                    tag,
+                    outcome: FlushOutcome::Committed { skipped: mine },
+                });
+            }
+            false
+        }
+        Err(err) if err.is_retryable() || owners.len() == 1 => {
+            tracing::warn!(error = %err, rows = rows.len(), "flush failed");
+            let retryable = err.is_retryable();
+            for (product, tag, _) in owners {
+                let _ = product.cast(ProductMsg::Flushed {
+                    tag,
+                    outcome: FlushOutcome::Failed { retryable },
+                });
+            }
+            retryable
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "flush refused; retrying write set by write set");
+            let mut rows = rows.into_iter();
+            for (product, tag, count) in owners {
+                let set = WriteSet {
+                    product,
+                    tag,
+                    rows: rows.by_ref().take(count).collect(),
+                };
+                if Box::pin(flush(pool, vec![set])).await {
+                    return true;
+                }
+            }
+            false
+        }
+    }
+}
+
+async fn write(
+    pool: &PgPool,
+    rows: &[InteractionRow],
+) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
+    let started = Instant::now();
+    let result = async {
+        let mut tx = pool.begin().await?;
+        let skipped = insert_batch(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok::<_, DbError>(skipped)
+    }
+    .await;
+    let outcome = if result.is_ok() {
+        "committed"
+    } else {
+        "failed"
+    };
+    metrics::histogram!(telemetry::WRITER_FLUSH_DURATION_SECONDS, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(telemetry::WRITER_BATCH_ROWS).record(rows.len() as f64);
+    metrics::counter!(telemetry::WRITER_FLUSHES_TOTAL, "outcome" => outcome).increment(1);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WriterGate;
+
+    #[test]
+    fn the_gate_bounds_pending_rows_and_closes_when_unhealthy() {
+        let gate = WriterGate::new(10);
+        assert!(gate.try_reserve(6));
+        assert!(!gate.try_reserve(5));
+        assert!(gate.try_reserve(4));
+        gate.release(10);
+        assert_eq!(gate.pending_rows(), 0);
+        gate.set_healthy(false);
+        assert!(!gate.try_reserve(1));
+        gate.set_healthy(true);
+        assert!(gate.try_reserve(1));
+    }
+}

@@ -1,0 +1,261 @@
+//! interactions: the group-commit batch insert, and the reads that rebuild hot
+//! state (recent window, referral edges).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use alloy::primitives::{Address, B256};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::DbError;
+use crate::domain::interaction::InteractionType;
+
+/// One row of `interactions`, as the writer stores it.
+#[derive(Debug, Clone)]
+pub struct InteractionRow {
+    pub id: Uuid,
+    pub product_id: B256,
+    pub wallet: Option<Address>,
+    pub kind: InteractionType,
+    /// A JSON object, serialized.
+    pub data: String,
+    pub referrer_wallet: Option<Address>,
+    pub dedup_key: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub session_id: Option<String>,
+    pub device_id: Option<String>,
+    pub profile_id: Option<String>,
+    pub fallback_fingerprint: Option<String>,
+    pub source: &'static str,
+    pub source_ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Inserts the rows in one statement; rows refused by a unique index (an
+/// idempotency or natural key stored earlier) are skipped. Returns, for each
+/// skipped row, the id of the row that holds its key (`None` if none does: the
+/// row hit the one-referrer index instead).
+pub async fn insert_batch(
+    conn: &mut PgConnection,
+    rows: &[InteractionRow],
+) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
+    let mut c = Columns::with_capacity(rows.len());
+    for row in rows {
+        c.push(row);
+    }
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        r#"
+INSERT INTO interactions (id, product_id, wallet, type, data, referrer_wallet, dedup_key,
+    idempotency_key, session_id, device_id, profile_id, fallback_fingerprint, source,
+    source_ip, user_agent, created_at, processed_at)
+SELECT id, product_id, wallet, type, data::jsonb, referrer_wallet, dedup_key,
+    idempotency_key, session_id, device_id, profile_id, fallback_fingerprint, source,
+    source_ip::inet, user_agent, created_at, created_at
+FROM UNNEST($1::uuid[], $2::bytea[], $3::bytea[], $4::text[], $5::text[], $6::bytea[],
+    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+    $14::text[], $15::text[], $16::timestamptz[])
+    AS t(id, product_id, wallet, type, data, referrer_wallet, dedup_key, idempotency_key,
+         session_id, device_id, profile_id, fallback_fingerprint, source, source_ip,
+         user_agent, created_at)
+ON CONFLICT DO NOTHING
+RETURNING id"#,
+    )
+    .bind(c.id)
+    .bind(c.product_id)
+    .bind(c.wallet)
+    .bind(c.kind)
+    .bind(c.data)
+    .bind(c.referrer_wallet)
+    .bind(c.dedup_key)
+    .bind(c.idempotency_key)
+    .bind(c.session_id)
+    .bind(c.device_id)
+    .bind(c.profile_id)
+    .bind(c.fallback_fingerprint)
+    .bind(c.source)
+    .bind(c.source_ip)
+    .bind(c.user_agent)
+    .bind(c.created_at)
+    .fetch_all(&mut *conn)
+    .await?;
+    if inserted.len() == rows.len() {
+        return Ok(HashMap::new());
+    }
+    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+    let skipped: Vec<&InteractionRow> = rows.iter().filter(|r| !inserted.contains(&r.id)).collect();
+    let existing = existing_ids(conn, &skipped).await?;
+    Ok(skipped
+        .iter()
+        .map(|row| {
+            let by_idempotency = row
+                .idempotency_key
+                .as_ref()
+                .and_then(|k| existing.get(&(row.product_id, Key::Idempotency(k.clone()))));
+            let by_natural = row
+                .dedup_key
+                .as_ref()
+                .and_then(|k| existing.get(&(row.product_id, Key::Natural(k.clone()))));
+            (row.id, by_idempotency.or(by_natural).copied())
+        })
+        .collect())
+}
+
+#[derive(Hash, PartialEq, Eq)]
+enum Key {
+    Idempotency(String),
+    Natural(String),
+}
+
+/// The stored rows holding the idempotency or natural keys of `rows`.
+async fn existing_ids(
+    conn: &mut PgConnection,
+    rows: &[&InteractionRow],
+) -> Result<HashMap<(B256, Key), Uuid>, DbError> {
+    let products: Vec<Vec<u8>> = rows.iter().map(|r| r.product_id.to_vec()).collect();
+    let idempotency: Vec<Option<String>> = rows.iter().map(|r| r.idempotency_key.clone()).collect();
+    let natural: Vec<Option<String>> = rows.iter().map(|r| r.dedup_key.clone()).collect();
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        id: Uuid,
+        product_id: Vec<u8>,
+        idempotency_key: Option<String>,
+        dedup_key: Option<String>,
+    }
+    let found: Vec<Found> = sqlx::query_as(
+        r#"
+SELECT i.id, i.product_id, i.idempotency_key, i.dedup_key
+FROM UNNEST($1::bytea[], $2::text[], $3::text[]) AS k(product_id, idempotency_key, dedup_key)
+JOIN interactions i ON i.product_id = k.product_id
+    AND (i.idempotency_key = k.idempotency_key OR i.dedup_key = k.dedup_key)"#,
+    )
+    .bind(products)
+    .bind(idempotency)
+    .bind(natural)
+    .fetch_all(conn)
+    .await?;
+    let mut out = HashMap::new();
+    for row in found {
+        let product = B256::from_slice(&row.product_id);
+        if let Some(key) = row.idempotency_key {
+            out.insert((product, Key::Idempotency(key)), row.id);
+        }
+        if let Some(key) = row.dedup_key {
+            out.insert((product, Key::Natural(key)), row.id);
+        }
+    }
+    Ok(out)
+}
+
+/// A stored interaction without idempotency or natural key, for the window dedup.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WindowEntry {
+    pub id: Uuid,
+    pub wallet: Vec<u8>,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub data: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A product's window-deduplicated interactions since `since`, to rebuild the
+/// dedup window after a restart.
+pub async fn recent_for_window(
+    pool: &PgPool,
+    product: B256,
+    since: DateTime<Utc>,
+) -> Result<Vec<WindowEntry>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT id, wallet, type, data, created_at FROM interactions
+         WHERE product_id = $1 AND created_at >= $2 AND wallet IS NOT NULL
+           AND dedup_key IS NULL AND idempotency_key IS NULL",
+    )
+    .bind(product.as_slice())
+    .bind(since)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Every registered referral edge of a product: (wallet, referrer).
+pub async fn referral_edges(
+    pool: &PgPool,
+    product: B256,
+) -> Result<Vec<(Address, Address)>, DbError> {
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT wallet, referrer_wallet FROM interactions
+         WHERE product_id = $1 AND type = 'referral.referred' AND referrer_wallet IS NOT NULL",
+    )
+    .bind(product.as_slice())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(w, r)| (Address::from_slice(&w), Address::from_slice(&r)))
+        .collect())
+}
+
+/// The batch, column by column, as UNNEST wants it.
+struct Columns {
+    id: Vec<Uuid>,
+    product_id: Vec<Vec<u8>>,
+    wallet: Vec<Option<Vec<u8>>>,
+    kind: Vec<&'static str>,
+    data: Vec<String>,
+    referrer_wallet: Vec<Option<Vec<u8>>>,
+    dedup_key: Vec<Option<String>>,
+    idempotency_key: Vec<Option<String>>,
+    session_id: Vec<Option<String>>,
+    device_id: Vec<Option<String>>,
+    profile_id: Vec<Option<String>>,
+    fallback_fingerprint: Vec<Option<String>>,
+    source: Vec<&'static str>,
+    source_ip: Vec<Option<String>>,
+    user_agent: Vec<Option<String>>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            id: Vec::with_capacity(n),
+            product_id: Vec::with_capacity(n),
+            wallet: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            data: Vec::with_capacity(n),
+            referrer_wallet: Vec::with_capacity(n),
+            dedup_key: Vec::with_capacity(n),
+            idempotency_key: Vec::with_capacity(n),
+            session_id: Vec::with_capacity(n),
+            device_id: Vec::with_capacity(n),
+            profile_id: Vec::with_capacity(n),
+            fallback_fingerprint: Vec::with_capacity(n),
+            source: Vec::with_capacity(n),
+            source_ip: Vec::with_capacity(n),
+            user_agent: Vec::with_capacity(n),
+            created_at: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, row: &InteractionRow) {
+        self.id.push(row.id);
+        self.product_id.push(row.product_id.to_vec());
+        self.wallet.push(row.wallet.map(|w| w.to_vec()));
+        self.kind.push(row.kind.as_str());
+        self.data.push(row.data.clone());
+        self.referrer_wallet
+            .push(row.referrer_wallet.map(|w| w.to_vec()));
+        self.dedup_key.push(row.dedup_key.clone());
+        self.idempotency_key.push(row.idempotency_key.clone());
+        self.session_id.push(row.session_id.clone());
+        self.device_id.push(row.device_id.clone());
+        self.profile_id.push(row.profile_id.clone());
+        self.fallback_fingerprint
+            .push(row.fallback_fingerprint.clone());
+        self.source.push(row.source);
+        self.source_ip.push(row.source_ip.map(|ip| ip.to_string()));
+        self.user_agent.push(row.user_agent.clone());
+        self.created_at.push(row.created_at);
+    }
+}

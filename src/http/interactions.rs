@@ -1,0 +1,379 @@
+//! `POST /v1/interactions`: one interaction or `{"interactions": […]}` (≤ 1,000),
+//! from the signed-in wallet. Validates, rate-limits, hands each product's items
+//! to its actor, and answers 202 only with what was committed (SPEC §4).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use alloy::primitives::B256;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::auth::authenticate;
+use super::body::parse_json;
+use super::problem::{ApiError, FieldError};
+use super::{authorization, json_reply, respond, with_ctx};
+use crate::actors::product::{IngestItem, ItemResult, ProductMsg, RequestMeta};
+use crate::actors::product_directory::OpenError;
+use crate::app::AppContext;
+use crate::domain::interaction::{Interaction, InteractionInput, MAX_BATCH};
+use crate::domain::product::origin_allowed;
+use crate::telemetry;
+
+pub fn routes(
+    ctx: Arc<AppContext>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let timeout = ctx.request_timeout();
+    warp::path!("v1" / "interactions")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .and(authorization())
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("user-agent"))
+        .and(warp::addr::remote())
+        .and(super::body::limited(ctx.settings.server.body_limit_bytes))
+        .and_then(move |ctx, auth, origin, agent, remote, body| {
+            respond(timeout, ingest(ctx, auth, origin, agent, remote, body))
+        })
+}
+
+/// What became of one item of the request.
+#[derive(Clone)]
+enum Slot {
+    Rejected {
+        errors: Vec<FieldError>,
+        reason: &'static str,
+    },
+    /// Not answered by a product actor (refused at the door, or the actor failed).
+    Waiting,
+    Done(ItemResult),
+}
+
+async fn ingest(
+    ctx: Arc<AppContext>,
+    auth: Option<String>,
+    origin: Option<String>,
+    user_agent: Option<String>,
+    remote: Option<SocketAddr>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let session = authenticate(&ctx, auth.as_deref())?;
+    let (batch, raw) = split_body(parse_json(&body)?)?;
+
+    let mut slots: Vec<Slot> = Vec::with_capacity(raw.len());
+    let mut valid: Vec<(usize, Interaction)> = Vec::with_capacity(raw.len());
+    for (index, value) in raw.into_iter().enumerate() {
+        match parse_item(value) {
+            Ok(interaction) => {
+                slots.push(Slot::Waiting);
+                valid.push((index, interaction));
+            }
+            Err(errors) => slots.push(Slot::Rejected {
+                errors,
+                reason: "invalid",
+            }),
+        }
+    }
+    if !batch && valid.is_empty() {
+        count_rejections(&slots, &[]);
+        let Some(Slot::Rejected { errors, .. }) = slots.pop() else {
+            unreachable!("a single request has one slot")
+        };
+        return Err(ApiError::Invalid(errors));
+    }
+
+    let ip = remote.map(|r| r.ip());
+    if !valid.is_empty() {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if let Err(limited) =
+            ctx.ingest
+                .limiter
+                .check(session.wallet, ip, valid.len() as u64, now_ms)
+        {
+            return Err(ApiError::TooManyRequests {
+                detail: format!("rate limit per {} exceeded", limited.scope),
+                retry_after_secs: limited.retry_after_secs,
+            });
+        }
+    }
+
+    let meta = Arc::new(RequestMeta {
+        source: "sdk",
+        source_ip: ip,
+        user_agent: user_agent.map(|ua| ua.chars().take(1024).collect()),
+    });
+    let mut by_product: BTreeMap<B256, Vec<(usize, Interaction)>> = BTreeMap::new();
+    let kinds: Vec<Option<&'static str>> = {
+        let mut kinds = vec![None; slots.len()];
+        for (index, interaction) in &valid {
+            kinds[*index] = Some(interaction.kind.as_str());
+        }
+        kinds
+    };
+    for (index, interaction) in valid {
+        by_product
+            .entry(interaction.product_id)
+            .or_default()
+            .push((index, interaction));
+    }
+    let mut waiting = Vec::new();
+    for (product, items) in by_product {
+        match dispatch(
+            &ctx,
+            product,
+            items,
+            origin.as_deref(),
+            session.wallet,
+            &meta,
+        )
+        .await
+        {
+            Dispatched::Sent(receiver) => waiting.push(receiver),
+            Dispatched::Refused(indexes, slot) => {
+                for index in indexes {
+                    slots[index] = slot.clone();
+                }
+            }
+        }
+    }
+    for receiver in waiting {
+        // A dropped reply (the actor failed) leaves its items Waiting → unavailable.
+        if let Ok(results) = receiver.await {
+            for (index, result) in results {
+                slots[index] = Slot::Done(result);
+            }
+        }
+    }
+    count_rejections(&slots, &kinds);
+    Ok(render(&ctx, batch, slots))
+}
+
+/// `{"interactions": [...]}` is a batch; any other value is one interaction.
+fn split_body(value: Value) -> Result<(bool, Vec<Value>), ApiError> {
+    match value {
+        Value::Object(mut map) if map.contains_key("interactions") => {
+            if map.len() != 1 {
+                return Err(ApiError::invalid(
+                    "body",
+                    "a batch has only the `interactions` key",
+                ));
+            }
+            match map.remove("interactions") {
+                Some(Value::Array(items)) if items.is_empty() => {
+                    Err(ApiError::invalid("interactions", "must not be empty"))
+                }
+                Some(Value::Array(items)) if items.len() > MAX_BATCH => Err(ApiError::invalid(
+                    "interactions",
+                    format!("at most {MAX_BATCH} interactions per request"),
+                )),
+                Some(Value::Array(items)) => Ok((true, items)),
+                _ => Err(ApiError::invalid("interactions", "must be an array")),
+            }
+        }
+        other => Ok((false, vec![other])),
+    }
+}
+
+fn parse_item(value: Value) -> Result<Interaction, Vec<FieldError>> {
+    let input: InteractionInput = serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." {
+            "interaction".to_owned()
+        } else {
+            path
+        };
+        vec![FieldError::new(field, err.into_inner())]
+    })?;
+    input.validate().map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| FieldError::new(e.field, e.message))
+            .collect()
+    })
+}
+
+enum Dispatched {
+    Sent(oneshot::Receiver<Vec<(usize, ItemResult)>>),
+    Refused(Vec<usize>, Slot),
+}
+
+/// Hands one product's items to its actor, unless the product refuses them.
+async fn dispatch(
+    ctx: &AppContext,
+    product: B256,
+    items: Vec<(usize, Interaction)>,
+    origin: Option<&str>,
+    wallet: alloy::primitives::Address,
+    meta: &Arc<RequestMeta>,
+) -> Dispatched {
+    let indexes: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
+    let rejected = |field: &str, message: &str, reason| Slot::Rejected {
+        errors: vec![FieldError::new(field, message)],
+        reason,
+    };
+    let handle = match ctx.ingest.open(product).await {
+        Ok(handle) => handle,
+        Err(OpenError::Unknown) => {
+            return Dispatched::Refused(
+                indexes,
+                rejected("product_id", "unknown product", "unknown_product"),
+            );
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "product unavailable");
+            return Dispatched::Refused(indexes, Slot::Waiting);
+        }
+    };
+    if !handle.config.is_active {
+        return Dispatched::Refused(
+            indexes,
+            rejected(
+                "product_id",
+                "the product is not active",
+                "inactive_product",
+            ),
+        );
+    }
+    if let Some(origin) = origin
+        && !origin_allowed(
+            &handle.config.domain,
+            &handle.config.allowed_origins,
+            origin,
+        )
+    {
+        let message = format!("origin {origin:?} is not allowed for this product");
+        return Dispatched::Refused(indexes, rejected("origin", &message, "origin"));
+    }
+    let n = items.len() as u64;
+    let capacity = ctx.settings.ingest.product_mailbox_capacity;
+    if handle.queued.fetch_add(n, Ordering::AcqRel) + n > capacity {
+        handle.queued.fetch_sub(n, Ordering::AcqRel);
+        return Dispatched::Refused(indexes, Slot::Waiting);
+    }
+    let (reply, receiver) = oneshot::channel();
+    let items = items
+        .into_iter()
+        .map(|(index, interaction)| IngestItem {
+            index,
+            wallet,
+            interaction,
+        })
+        .collect();
+    let message = ProductMsg::Ingest {
+        items,
+        meta: meta.clone(),
+        reply,
+    };
+    if handle.actor.cast(message).is_err() {
+        handle.queued.fetch_sub(n, Ordering::AcqRel);
+        return Dispatched::Refused(indexes, Slot::Waiting);
+    }
+    Dispatched::Sent(receiver)
+}
+
+/// Counts what the front door refused (product actors count the rest).
+fn count_rejections(slots: &[Slot], kinds: &[Option<&'static str>]) {
+    let mut counts: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+    for (index, slot) in slots.iter().enumerate() {
+        let kind = kinds.get(index).copied().flatten().unwrap_or("unknown");
+        match slot {
+            Slot::Rejected { reason, .. } => {
+                *counts.entry((kind, "rejected", reason)).or_default() += 1
+            }
+            Slot::Waiting => {
+                *counts
+                    .entry((kind, "unavailable", "overloaded"))
+                    .or_default() += 1
+            }
+            Slot::Done(_) => {}
+        }
+    }
+    for ((kind, outcome, reason), n) in counts {
+        metrics::counter!(telemetry::INTERACTIONS_TOTAL, "type" => kind, "outcome" => outcome, "reason" => reason)
+            .increment(n);
+    }
+}
+
+fn item_json(result: &ItemResult) -> Value {
+    match result {
+        ItemResult::Accepted { id, referral } => {
+            let mut value = json!({"id": id, "status": "accepted", "rewards": []});
+            if let Some(outcome) = referral {
+                value["referral"] = json!(outcome.as_str());
+            }
+            value
+        }
+        ItemResult::Duplicate { id } => json!({"id": id, "status": "duplicate", "rewards": []}),
+        ItemResult::Unavailable => json!({"status": "unavailable"}),
+    }
+}
+
+fn unavailable(ctx: &AppContext) -> ApiError {
+    ApiError::Unavailable {
+        detail: "the service is overloaded or the database is unavailable; nothing was stored, retry later".into(),
+        retry_after_secs: ctx.settings.ingest.retry_after_secs,
+    }
+}
+
+fn render(ctx: &AppContext, batch: bool, slots: Vec<Slot>) -> Response {
+    if !batch {
+        let slot = slots.into_iter().next().expect("one slot");
+        return match slot {
+            Slot::Done(ItemResult::Unavailable) | Slot::Waiting => unavailable(ctx).into_response(),
+            Slot::Done(result) => json_reply(&item_json(&result), StatusCode::ACCEPTED),
+            Slot::Rejected {
+                errors,
+                reason: "origin",
+            } => ApiError::Forbidden(errors[0].message.clone()).into_response(),
+            Slot::Rejected { errors, .. } => ApiError::Invalid(errors).into_response(),
+        };
+    }
+    let stored = slots.iter().any(|s| {
+        matches!(
+            s,
+            Slot::Done(ItemResult::Accepted { .. } | ItemResult::Duplicate { .. })
+        )
+    });
+    let any_unavailable = slots
+        .iter()
+        .any(|s| matches!(s, Slot::Waiting | Slot::Done(ItemResult::Unavailable)));
+    if !stored && any_unavailable {
+        return unavailable(ctx).into_response();
+    }
+    if !stored {
+        let errors = slots
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, slot)| match slot {
+                Slot::Rejected { errors, .. } => errors
+                    .into_iter()
+                    .map(|e| FieldError::new(format!("interactions[{i}].{}", e.field), e.message))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        return ApiError::Invalid(errors).into_response();
+    }
+    let items: Vec<Value> = slots
+        .iter()
+        .map(|slot| match slot {
+            Slot::Done(result) => item_json(result),
+            Slot::Waiting => item_json(&ItemResult::Unavailable),
+            Slot::Rejected { errors, .. } => json!({"status": "rejected", "errors": errors}),
+        })
+        .collect();
+    let mut response = json_reply(&json!({ "interactions": items }), StatusCode::ACCEPTED);
+    if any_unavailable {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(ctx.settings.ingest.retry_after_secs),
+        );
+    }
+    response
+}

@@ -1,0 +1,94 @@
+//! Per-wallet and per-IP rate limits (SPEC §4 rule 3): token buckets kept in
+//! concurrent maps; idle (full) buckets are swept by the maintenance actor.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use alloy::primitives::Address;
+use dashmap::DashMap;
+
+use crate::config::RateLimitSettings;
+use crate::domain::rate_limit::{Bucket, Limit};
+use crate::telemetry;
+
+const HOUR_MS: u64 = 3_600_000;
+
+pub struct RateLimiter {
+    per_wallet: Option<Limit>,
+    per_ip: Option<Limit>,
+    wallets: DashMap<Address, Bucket>,
+    ips: DashMap<IpAddr, Bucket>,
+}
+
+/// Refused: retry after this many seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub retry_after_secs: u64,
+    pub scope: &'static str,
+}
+
+impl RateLimiter {
+    pub fn new(settings: &RateLimitSettings) -> Self {
+        Self {
+            per_wallet: Limit::new(settings.per_wallet_per_hour, HOUR_MS),
+            per_ip: Limit::new(settings.per_ip_per_hour, HOUR_MS),
+            wallets: DashMap::new(),
+            ips: DashMap::new(),
+        }
+    }
+
+    /// Takes `n` from the wallet's and the IP's buckets, or neither.
+    pub fn check(
+        &self,
+        wallet: Address,
+        ip: Option<IpAddr>,
+        n: u64,
+        now_ms: i64,
+    ) -> Result<(), Limited> {
+        if let Some(limit) = &self.per_wallet {
+            take(&self.wallets, limit, wallet, n, now_ms).map_err(|s| limited(s, "wallet"))?;
+        }
+        if let (Some(limit), Some(ip)) = (&self.per_ip, ip)
+            && let Err(secs) = take(&self.ips, limit, ip, n, now_ms)
+        {
+            // Give the wallet its tokens back: nothing was accepted.
+            if let (Some(wallet_limit), Some(mut bucket)) =
+                (&self.per_wallet, self.wallets.get_mut(&wallet))
+            {
+                wallet_limit.refund(&mut bucket, n);
+            }
+            return Err(limited(secs, "ip"));
+        }
+        Ok(())
+    }
+
+    /// Forgets buckets that are full again; returns how many remain.
+    pub fn sweep(&self, now_ms: i64) -> usize {
+        if let Some(limit) = &self.per_wallet {
+            self.wallets.retain(|_, b| !limit.is_full(b, now_ms));
+        }
+        if let Some(limit) = &self.per_ip {
+            self.ips.retain(|_, b| !limit.is_full(b, now_ms));
+        }
+        self.wallets.len() + self.ips.len()
+    }
+}
+
+fn limited(retry_after_secs: u64, scope: &'static str) -> Limited {
+    metrics::counter!(telemetry::RATE_LIMITED_TOTAL, "scope" => scope).increment(1);
+    Limited {
+        retry_after_secs,
+        scope,
+    }
+}
+
+fn take<K: Hash + Eq>(
+    map: &DashMap<K, Bucket>,
+    limit: &Limit,
+    key: K,
+    n: u64,
+    now_ms: i64,
+) -> Result<(), u64> {
+    let mut bucket = map.entry(key).or_insert_with(|| limit.full_bucket(now_ms));
+    limit.take(&mut bucket, n, now_ms)
+}

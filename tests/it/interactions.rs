@@ -1,0 +1,512 @@
+use std::time::{Duration, Instant};
+
+use alloy::primitives::Address;
+use rewardflow::actors::product::ProductMsg;
+use rewardflow::config::Settings;
+use rewardflow::domain::ids::parse_bytes32;
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, assert_problem, test_settings};
+
+/// A product owned by a fixed wallet; returns its id.
+pub async fn create_product(app: &TestApp, domain: &str) -> String {
+    let owner = app.token(Address::repeat_byte(0xee));
+    let (status, body) = app
+        .post(
+            "/v1/products",
+            &json!({"domain": domain, "name": domain}),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn wallet(n: u64) -> Address {
+    let mut bytes = [0u8; 20];
+    bytes[12..].copy_from_slice(&n.to_be_bytes());
+    Address::from(bytes)
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&app.ctx.pool)
+        .await
+        .unwrap()
+}
+
+async fn send(app: &TestApp, who: Address, body: &Value) -> (u16, Value) {
+    app.post("/v1/interactions", body, Some(&app.token(who)))
+        .await
+}
+
+#[tokio::test]
+async fn an_interaction_is_acknowledged_after_it_is_stored() {
+    let app = TestApp::spawn().await;
+    let product = create_product(&app, "shop.example").await;
+    let (status, body) = send(
+        &app,
+        wallet(1),
+        &json!({"product_id": product, "type": "webshop.open", "data": {"page": "/"},
+                "analytics": {"session_id": "s-1"}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "accepted");
+    assert_eq!(body["rewards"], json!([]));
+    let id: uuid::Uuid = body["id"].as_str().unwrap().parse().unwrap();
+    let row: (Vec<u8>, String, Value, String, Option<String>) = sqlx::query_as(
+        "SELECT wallet, type, data, host(source_ip), session_id FROM interactions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.ctx.pool)
+    .await
+    .unwrap();
+    assert_eq!(row.0, wallet(1).to_vec());
+    assert_eq!(row.1, "webshop.open");
+    assert_eq!(row.2, json!({"page": "/"}));
+    assert_eq!(row.3, "127.0.0.1");
+    assert_eq!(row.4.as_deref(), Some("s-1"));
+}
+
+#[tokio::test]
+async fn a_batch_stores_the_valid_items_and_names_the_invalid_ones() {
+    let app = TestApp::spawn().await;
+    let product = create_product(&app, "batch.example").await;
+    let unknown = format!("0x{}", "12".repeat(32));
+    let (status, body) = send(
+        &app,
+        wallet(2),
+        &json!({"interactions": [
+            {"product_id": product, "type": "press.open_article", "data": {"a": 1}},
+            {"product_id": product, "type": "page.view"},
+            {"product_id": unknown, "type": "webshop.open"},
+            {"product_id": product, "type": "purchase.completed", "data": {"order_id": "O-1"}},
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let items = body["interactions"].as_array().unwrap();
+    assert_eq!(items[0]["status"], "accepted");
+    assert_eq!(items[1]["status"], "rejected");
+    assert_eq!(items[1]["errors"][0]["field"], "type");
+    assert_eq!(items[2]["status"], "rejected");
+    assert_eq!(items[2]["errors"][0]["message"], "unknown product");
+    assert_eq!(items[3]["status"], "accepted");
+    assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 2);
+
+    // Nothing valid at all → 422 naming each item's fields.
+    let (status, body) = send(&app, wallet(2), &json!({"interactions": [{"type": 1}]})).await;
+    assert_problem(status, &body, 422);
+    assert!(
+        body["errors"][0]["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("interactions[0]"),
+        "{body}"
+    );
+    // Envelope errors.
+    let (status, body) = send(&app, wallet(2), &json!({"interactions": []})).await;
+    assert_problem(status, &body, 422);
+    let many: Vec<Value> = (0..1001).map(|_| json!({})).collect();
+    let (status, body) = send(&app, wallet(2), &json!({"interactions": many})).await;
+    assert_problem(status, &body, 422);
+    // A single invalid interaction → 422, nothing stored.
+    let (status, body) = send(
+        &app,
+        wallet(2),
+        &json!({"product_id": product, "type": "referral.referred"}),
+    )
+    .await;
+    assert_problem(status, &body, 422);
+    assert_eq!(body["errors"][0]["field"], "referrer");
+    assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 2);
+}
+
+#[tokio::test]
+async fn duplicates_by_key_natural_key_and_window_even_across_restarts() {
+    let mut settings = test_settings(&crate::common::fresh_database().await);
+    settings.rate_limit.per_wallet_per_hour = 0;
+    let app = TestApp::start(settings.clone()).await.unwrap();
+    let product = create_product(&app, "dedup.example").await;
+    let w = wallet(3);
+    let keyed = json!({"product_id": product, "type": "webshop.open", "idempotency_key": "k-1"});
+    let order =
+        json!({"product_id": product, "type": "purchase.completed", "data": {"order_id": "A-1"}});
+    let order_again = json!({"product_id": product, "type": "purchase.completed",
+        "data": {"order_id": "A-1", "amount": "5"}});
+    let page = json!({"product_id": product, "type": "press.read_article", "data": {"article": 7}});
+    let other_page =
+        json!({"product_id": product, "type": "press.read_article", "data": {"article": 8}});
+
+    let (_, first_keyed) = send(&app, w, &keyed).await;
+    let (_, first_order) = send(&app, w, &order).await;
+    let (_, first_page) = send(&app, w, &page).await;
+    for (body, first) in [
+        (&keyed, &first_keyed),
+        (&order_again, &first_order),
+        (&page, &first_page),
+    ] {
+        let (status, again) = send(&app, w, body).await;
+        assert_eq!(status, 202, "{again}");
+        assert_eq!(again["status"], "duplicate", "{again}");
+        assert_eq!(again["id"], first["id"]);
+    }
+    let (_, other) = send(&app, w, &other_page).await;
+    assert_eq!(other["status"], "accepted");
+    // The same page by another wallet is not a duplicate.
+    let (_, by_other) = send(&app, wallet(4), &page).await;
+    assert_eq!(by_other["status"], "accepted");
+
+    // Duplicates inside one batch: one row, the same id twice.
+    let (_, batch) = send(
+        &app,
+        w,
+        &json!({"interactions": [
+            {"product_id": product, "type": "webshop.open", "idempotency_key": "k-2"},
+            {"product_id": product, "type": "webshop.open", "idempotency_key": "k-2"},
+        ]}),
+    )
+    .await;
+    assert_eq!(batch["interactions"][0]["status"], "accepted", "{batch}");
+    assert_eq!(batch["interactions"][1]["status"], "duplicate", "{batch}");
+    assert_eq!(
+        batch["interactions"][0]["id"],
+        batch["interactions"][1]["id"]
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 6);
+
+    // A new instance has empty memory: the unique indexes and the reloaded window answer.
+    app.stop().await.unwrap();
+    let app = TestApp::start(settings).await.unwrap();
+    for (body, first) in [
+        (&keyed, &first_keyed),
+        (&order, &first_order),
+        (&page, &first_page),
+    ] {
+        let (status, again) = send(&app, w, body).await;
+        assert_eq!(status, 202, "{again}");
+        assert_eq!(again["status"], "duplicate", "{again}");
+        assert_eq!(again["id"], first["id"]);
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 6);
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_and_stores_nothing() {
+    let app = TestApp::spawn_with(|s| s.rate_limit.per_wallet_per_hour = 3).await;
+    let product = create_product(&app, "limited.example").await;
+    for i in 0..3 {
+        let (status, body) = send(
+            &app,
+            wallet(5),
+            &json!({"product_id": product,
+            "type": "webshop.open", "data": {"i": i}}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let response = app
+        .client
+        .post(app.url("/v1/interactions"))
+        .bearer_auth(app.token(wallet(5)))
+        .json(&json!({"product_id": product, "type": "webshop.open", "data": {"i": 99}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1200).contains(&retry_after), "{retry_after}");
+    assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 3);
+    // Another wallet is not affected.
+    let (status, _) = send(
+        &app,
+        wallet(6),
+        &json!({"product_id": product, "type": "webshop.open"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test]
+async fn referral_rules_first_wins_no_self_no_cycle_per_product() {
+    let app = TestApp::spawn().await;
+    let p1 = create_product(&app, "ref-one.example").await;
+    let p2 = create_product(&app, "ref-two.example").await;
+    let (a, b, c) = (wallet(10), wallet(11), wallet(12));
+    let refer = |product: &str, referrer: Address| json!({"product_id": product, "type": "referral.referred", "referrer": format!("{referrer:#x}")});
+    let outcome = |body: &Value| body["referral"].as_str().unwrap_or("?").to_owned();
+
+    // a → b → c
+    assert_eq!(
+        outcome(&send(&app, b, &refer(&p1, a)).await.1),
+        "registered"
+    );
+    assert_eq!(
+        outcome(&send(&app, c, &refer(&p1, b)).await.1),
+        "registered"
+    );
+    // b already has a referrer.
+    assert_eq!(
+        outcome(&send(&app, b, &refer(&p1, c)).await.1),
+        "already_referred"
+    );
+    assert_eq!(
+        outcome(&send(&app, a, &refer(&p1, a)).await.1),
+        "self_referral"
+    );
+    // c → a would close a → b → c → a.
+    assert_eq!(outcome(&send(&app, a, &refer(&p1, c)).await.1), "cycle");
+    // Another product has its own graph.
+    assert_eq!(
+        outcome(&send(&app, a, &refer(&p2, c)).await.1),
+        "registered"
+    );
+
+    let edges = count(
+        &app,
+        "SELECT count(*) FROM interactions WHERE referrer_wallet IS NOT NULL",
+    )
+    .await;
+    assert_eq!(edges, 3);
+    let rejected: Vec<(Option<Vec<u8>>, Value)> = sqlx::query_as(
+        "SELECT referrer_wallet, data FROM interactions WHERE type = 'referral.referred' AND referrer_wallet IS NULL ORDER BY created_at",
+    )
+    .fetch_all(&app.ctx.pool)
+    .await
+    .unwrap();
+    assert_eq!(rejected.len(), 3);
+    assert_eq!(rejected[0].1["claimed_referrer"], format!("{c:#x}"));
+    assert_eq!(rejected[0].1["referral"], "already_referred");
+
+    // A new instance reloads the graph from PostgreSQL.
+    let settings = (*app.ctx.settings).clone();
+    app.stop().await.unwrap();
+    let app = TestApp::start(settings).await.unwrap();
+    assert_eq!(
+        outcome(&send(&app, c, &refer(&p1, a)).await.1),
+        "already_referred"
+    );
+    let d = wallet(13);
+    assert_eq!(
+        outcome(&send(&app, d, &refer(&p1, c)).await.1),
+        "registered"
+    );
+    // a ← d would close d → c → b → a → d: found through the reloaded graph.
+    assert_eq!(outcome(&send(&app, a, &refer(&p1, d)).await.1), "cycle");
+}
+
+#[tokio::test]
+async fn origins_and_product_state_are_checked() {
+    let app = TestApp::spawn().await;
+    let product = create_product(&app, "origin.example").await;
+    let body = json!({"product_id": product, "type": "webshop.open"});
+    let post = |origin: &'static str| {
+        app.client
+            .post(app.url("/v1/interactions"))
+            .bearer_auth(app.token(wallet(20)))
+            .header("origin", origin)
+            .json(&body)
+            .send()
+    };
+    let (status, body) = crate::common::read(post("https://evil.example").await.unwrap()).await;
+    assert_problem(status, &body, 403);
+    let (status, _) = crate::common::read(post("https://origin.example").await.unwrap()).await;
+    assert_eq!(status, 202);
+
+    let inactive = create_product(&app, "inactive.example").await;
+    sqlx::query("UPDATE products SET is_active = false WHERE id = $1")
+        .bind(parse_bytes32(&inactive).unwrap().as_slice())
+        .execute(&app.ctx.pool)
+        .await
+        .unwrap();
+    let (status, body) = send(
+        &app,
+        wallet(20),
+        &json!({"product_id": inactive, "type": "webshop.open"}),
+    )
+    .await;
+    assert_problem(status, &body, 422);
+    assert!(
+        body["detail"].as_str().unwrap().contains("not active"),
+        "{body}"
+    );
+    let (status, body) = send(
+        &app,
+        wallet(20),
+        &json!({"product_id": format!("0x{}", "34".repeat(32)), "type": "webshop.open"}),
+    )
+    .await;
+    assert_problem(status, &body, 422);
+    let (status, body) = app
+        .post(
+            "/v1/interactions",
+            &json!({"product_id": product, "type": "webshop.open"}),
+            None,
+        )
+        .await;
+    assert_problem(status, &body, 401);
+}
+
+#[tokio::test]
+async fn no_acknowledgement_before_the_commit() {
+    let app = TestApp::spawn_with(|s: &mut Settings| s.ingest.writer_retry_interval_ms = 10).await;
+    let product = create_product(&app, "commit.example").await;
+    // Start the product actor first (it reads the table when it starts).
+    let warm = json!({"product_id": product, "type": "webshop.open", "data": {"warm": true}});
+    assert_eq!(send(&app, wallet(31), &warm).await.0, 202);
+    // Hold the table: the writer's insert waits on the lock.
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let request = {
+        let client = app.client.clone();
+        let url = app.url("/v1/interactions");
+        let token = app.token(wallet(30));
+        let body = json!({"product_id": product, "type": "webshop.open"});
+        tokio::spawn(async move { client.post(url).bearer_auth(token).json(&body).send().await })
+    };
+    let writer_pid = wait_for_blocked_insert(&app).await;
+    assert!(!request.is_finished(), "answered before the commit");
+    // The writer's connection dies mid-flush: the request must fail, not succeed.
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(writer_pid)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    blocker.rollback().await.unwrap();
+    let response = request.await.unwrap().unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 1);
+
+    // The writer recovers by itself; the retry is stored once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = send(
+            &app,
+            wallet(30),
+            &json!({"product_id": product, "type": "webshop.open"}),
+        )
+        .await;
+        if status == 202 {
+            assert_eq!(body["status"], "accepted");
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "the writer never recovered");
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 2);
+}
+
+/// The backend blocked on our lock while inserting interactions.
+async fn wait_for_blocked_insert(app: &TestApp) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+               AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO interactions%'",
+        )
+        .fetch_optional(&app.ctx.pool)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer never reached the table"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_product_actor_is_replaced_and_serves_again() {
+    let app = TestApp::spawn_with(|s| s.supervisor.restart_backoff_initial_ms = 1).await;
+    let product = create_product(&app, "crash.example").await;
+    let body = json!({"product_id": product, "type": "webshop.open"});
+    assert_eq!(send(&app, wallet(40), &body).await.0, 202);
+    let id = parse_bytes32(&product).unwrap();
+    let handle = app.ctx.ingest.products.get(&id).expect("running");
+    handle.actor.cast(ProductMsg::Crash).unwrap();
+    // Requests may get 503 while it restarts, never hang, and then succeed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    loop {
+        i += 1;
+        let (status, reply) = send(
+            &app,
+            wallet(40),
+            &json!({"product_id": product,
+            "type": "webshop.open", "data": {"i": i}}),
+        )
+        .await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 503, "{reply}");
+        assert!(Instant::now() < deadline, "never recovered");
+    }
+    let replaced = app.ctx.ingest.products.get(&id).expect("running again");
+    assert_ne!(replaced.actor.get_id(), handle.actor.get_id());
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"rewardflow_actor_restarts_total{actor="product",reason="failed"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn overload_is_refused_at_once_with_503() {
+    let app = TestApp::spawn_with(|s| s.ingest.writer_max_pending_rows = 0).await;
+    let product = create_product(&app, "full.example").await;
+    let response = app
+        .client
+        .post(app.url("/v1/interactions"))
+        .bearer_auth(app.token(wallet(50)))
+        .json(&json!({"product_id": product, "type": "webshop.open"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 0);
+
+    let app = TestApp::spawn_with(|s| s.ingest.product_mailbox_capacity = 0).await;
+    let product = create_product(&app, "busy.example").await;
+    let (status, body) = send(
+        &app,
+        wallet(51),
+        &json!({"product_id": product, "type": "webshop.open"}),
+    )
+    .await;
+    assert_problem(status, &body, 503);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"rewardflow_interactions_total{type="webshop.open",outcome="unavailable",reason="overloaded"}"#),
+        "{metrics}"
+    );
+}
