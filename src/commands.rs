@@ -50,6 +50,7 @@ pub async fn dev(mut settings: Settings) -> Result<(), CommandError> {
             &settings.dev.data_dir,
             settings.dev.postgres_port,
             &settings.dev.postgres_bin_dir,
+            &settings.dev.postgres_settings,
         )
         .await?;
         settings.database.url = Secret::new(cluster.dev_url());

@@ -1,83 +1,74 @@
-//! `rewardflow-load`: closed-loop HTTP load against a running rewardflow, reporting
-//! throughput and latency percentiles. Bounded in requests and time; loopback only
-//! by default (the target is whatever `--base-url` says).
+//! `rewardflow-load`: drives a running rewardflow with realistic interactions and
+//! checks afterwards that every acknowledged interaction is stored exactly once;
+//! also measures the machine's own limits (PostgreSQL COPY, a bare warp echo) so
+//! results can be read against them. Every loop is bounded in count and time.
 #![forbid(unsafe_code)]
 
+mod client;
+mod limits;
 mod report;
+mod run;
+mod scenario;
+mod verify;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
-#[derive(Parser, Debug)]
-#[command(name = "rewardflow-load", about = "HTTP load generator for rewardflow")]
-struct Args {
-    /// Base URL of the service.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    base_url: String,
-    /// Path to request (GET), e.g. /readyz.
-    #[arg(long, default_value = "/healthz")]
-    path: String,
-    /// Total requests to send.
-    #[arg(long, default_value_t = 100_000)]
-    requests: u64,
-    /// Concurrent connections (closed loop: each sends its next request on answer).
-    #[arg(long, default_value_t = 64)]
-    concurrency: u64,
-    /// Stop after this many seconds even if requests remain.
-    #[arg(long, default_value_t = 60)]
-    max_seconds: u64,
-    /// Bearer token to send.
-    #[arg(long, env = "REWARDFLOW_LOAD_TOKEN")]
-    token: Option<String>,
+#[derive(Parser)]
+#[command(
+    name = "rewardflow-load",
+    about = "Load generator and checker for rewardflow"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Registers the scenario's products (idempotent).
+    Setup(Target),
+    /// Sends the scenario and reports throughput and latency; with
+    /// --database-url, verifies exactly-once storage afterwards.
+    Run(run::RunArgs),
+    /// Measures the machine's limits: COPY rows/s of interaction rows, and a bare
+    /// warp JSON POST echo under the same client.
+    Limits(limits::LimitArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct Target {
+    /// Address of the service.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// File holding the service's session-token secret (its dev default location).
+    #[arg(long, default_value = ".rewardflow/jwt-secret")]
+    pub jwt_secret_file: PathBuf,
+    /// Products in the scenario.
+    #[arg(long, default_value_t = 1_000)]
+    pub products: u32,
+}
+
+impl Target {
+    pub fn secret(&self) -> anyhow::Result<Vec<u8>> {
+        if let Ok(secret) = std::env::var("REWARDFLOW_AUTH__JWT_SECRET") {
+            return Ok(secret.into_bytes());
+        }
+        Ok(std::fs::read_to_string(&self.jwt_secret_file)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", self.jwt_secret_file.display()))?
+            .trim()
+            .as_bytes()
+            .to_vec())
+    }
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency as usize)
-        .build()
-        .expect("http client");
-    let url = format!("{}{}", args.base_url.trim_end_matches('/'), args.path);
-    let issued = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let started = Instant::now();
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|_| {
-            let (client, url, issued, token) = (
-                client.clone(),
-                url.clone(),
-                issued.clone(),
-                args.token.clone(),
-            );
-            let total = args.requests;
-            tokio::spawn(async move {
-                let mut sample = report::Sample::default();
-                while issued.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
-                    let mut request = client.get(&url);
-                    if let Some(token) = &token {
-                        request = request.bearer_auth(token);
-                    }
-                    let sent = Instant::now();
-                    let status = request.send().await.map(|r| r.status().as_u16()).ok();
-                    sample.record(sent.elapsed(), status);
-                }
-                sample
-            })
-        })
-        .collect();
-    let mut total = report::Sample::default();
-    for worker in workers {
-        total.merge(worker.await.expect("worker"));
-    }
-    let summary = total.summarize(started.elapsed());
-    println!("{summary}");
-    if summary.errors > 0 {
-        std::process::ExitCode::FAILURE
-    } else {
-        std::process::ExitCode::SUCCESS
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup(target) => run::setup(&target).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Limits(args) => limits::run(args).await,
     }
 }

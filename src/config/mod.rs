@@ -88,6 +88,9 @@ pub struct DevSettings {
     pub postgres_port: u16,
     /// Directory holding `initdb`, `pg_ctl`, `postgres`. Empty: auto-detect.
     pub postgres_bin_dir: PathBuf,
+    /// Server settings (`name=value`) for the dev cluster: sizing for a write-heavy
+    /// service. Durability settings (fsync, synchronous_commit) are left on.
+    pub postgres_settings: Vec<String>,
 }
 
 impl Default for DevSettings {
@@ -96,6 +99,13 @@ impl Default for DevSettings {
             data_dir: PathBuf::from(".rewardflow"),
             postgres_port: 54329,
             postgres_bin_dir: PathBuf::new(),
+            postgres_settings: vec![
+                "shared_buffers=1GB".into(),
+                "max_wal_size=8GB".into(),
+                "checkpoint_timeout=15min".into(),
+                "wal_buffers=64MB".into(),
+                "max_connections=200".into(),
+            ],
         }
     }
 }

@@ -62,6 +62,7 @@ impl LocalCluster {
         state_dir: &Path,
         port: u16,
         configured_bins: &Path,
+        server_settings: &[String],
     ) -> Result<Self, ClusterError> {
         let bin_dir = find_binaries(configured_bins)?;
         let as_root = is_root();
@@ -117,9 +118,12 @@ impl LocalCluster {
             guardian: None,
         };
         if !cluster.is_running(as_root).await {
-            let options = format!(
+            let mut options = format!(
                 "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
             );
+            for setting in server_settings {
+                options.push_str(&format!(" -c {setting}"));
+            }
             run(
                 as_root,
                 cluster.bin_dir.join("pg_ctl"),

@@ -3,6 +3,7 @@
 mod auth;
 mod cli;
 mod common;
+mod crash;
 mod interactions;
 mod ops;
 mod products;
