@@ -117,33 +117,18 @@ impl LocalCluster {
             bin_dir,
             guardian: None,
         };
-        if !cluster.is_running(as_root).await {
-            let mut options = format!(
-                "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
-            );
-            for setting in server_settings {
-                options.push_str(&format!(" -c {setting}"));
+        if cluster.is_running(as_root).await {
+            // Ours from an earlier run — unless it is still shutting down (a `dev`
+            // that just stopped): then let the stop finish and start it again.
+            match cluster.ensure_database(DEV_DATABASE).await {
+                Ok(()) => return Ok(cluster),
+                Err(err) => {
+                    tracing::info!(error = %err, "the dev cluster is not accepting connections; restarting it");
+                    let _ = cluster.stop_server().await;
+                }
             }
-            run(
-                as_root,
-                cluster.bin_dir.join("pg_ctl"),
-                &[
-                    "-D".as_ref(),
-                    cluster.data_dir.as_os_str(),
-                    "-l".as_ref(),
-                    cluster.data_dir.join("server.log").as_os_str(),
-                    "-w".as_ref(),
-                    "-t".as_ref(),
-                    "60".as_ref(),
-                    "-o".as_ref(),
-                    options.as_ref(),
-                    "start".as_ref(),
-                ],
-                "pg_ctl start",
-            )
-            .await
-            .map_err(|err| cluster.with_log(err))?;
         }
+        cluster.start_server(as_root, port, server_settings).await?;
         cluster.ensure_database(DEV_DATABASE).await?;
         Ok(cluster)
     }
@@ -250,6 +235,44 @@ rm -rf "$D"
                 .map_err(io_err("stopping the test cluster"))?;
             return Ok(());
         }
+        self.stop_server().await
+    }
+
+    async fn start_server(
+        &self,
+        as_root: bool,
+        port: u16,
+        server_settings: &[String],
+    ) -> Result<(), ClusterError> {
+        let mut options =
+            format!("-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''");
+        for setting in server_settings {
+            options.push_str(&format!(" -c {setting}"));
+        }
+        run(
+            as_root,
+            self.bin_dir.join("pg_ctl"),
+            &[
+                "-D".as_ref(),
+                self.data_dir.as_os_str(),
+                "-l".as_ref(),
+                self.data_dir.join("server.log").as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "start".as_ref(),
+            ],
+            "pg_ctl start",
+        )
+        .await
+        .map_err(|err| self.with_log(err))?;
+        Ok(())
+    }
+
+    /// `pg_ctl stop -m fast -w`: also waits for a shutdown already under way.
+    async fn stop_server(&self) -> Result<(), ClusterError> {
         run(
             is_root(),
             self.bin_dir.join("pg_ctl"),
