@@ -74,8 +74,14 @@ impl WriterGate {
         true
     }
 
+    /// Saturating: a restarted writer resets the count, and a reservation taken
+    /// before the restart may still be released after it.
     pub fn release(&self, rows: u64) {
-        self.pending_rows.fetch_sub(rows, Ordering::AcqRel);
+        let _ = self
+            .pending_rows
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(rows))
+            });
     }
 
     pub fn pending_rows(&self) -> u64 {
@@ -311,6 +317,8 @@ mod tests {
         assert!(gate.try_reserve(4));
         gate.release(10);
         assert_eq!(gate.pending_rows(), 0);
+        gate.release(5);
+        assert_eq!(gate.pending_rows(), 0, "release saturates");
         gate.set_healthy(false);
         assert!(!gate.try_reserve(1));
         gate.set_healthy(true);

@@ -141,6 +141,12 @@ impl TestApp {
         read(request.send().await.unwrap()).await
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// Nonce → EIP-4361 message for `domain` → EIP-191 signature → sign-in request.
     pub async fn sign_in_as(&self, signer: &PrivateKeySigner, domain: &str) -> (u16, Value) {
         let (status, nonce) = self.post("/v1/auth/nonce", &Value::Null, None).await;

@@ -456,15 +456,7 @@ async fn a_crashed_product_actor_is_replaced_and_serves_again() {
     }
     let replaced = app.ctx.ingest.products.get(&id).expect("running again");
     assert_ne!(replaced.actor.get_id(), handle.actor.get_id());
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"rewardflow_actor_restarts_total{actor="product",reason="failed"}"#),
         "{metrics}"
@@ -496,15 +488,7 @@ async fn overload_is_refused_at_once_with_503() {
     )
     .await;
     assert_problem(status, &body, 503);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"rewardflow_interactions_total{type="webshop.open",outcome="unavailable",reason="overloaded"}"#),
         "{metrics}"
