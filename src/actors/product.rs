@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, B256, U256};
 use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -21,8 +21,11 @@ use uuid::Uuid;
 use super::referral::ReferralMsg;
 use super::supervisor::ActorSlot;
 use super::writer::{FlushOutcome, WriteSet, WriterGate, WriterMsg};
+use crate::db::campaigns::{self, CampaignRow};
 use crate::db::interactions::{self, InteractionRow};
 use crate::db::products::ProductConfig;
+use crate::db::rewards::{RewardRow, UserReward};
+use crate::domain::campaign::{CampaignRule, CampaignStatus, Occurrence, RecipientType, total};
 use crate::domain::interaction::{DedupKey, Interaction, InteractionType, window_hash};
 use crate::domain::referral::ReferralOutcome;
 use crate::telemetry;
@@ -50,12 +53,23 @@ pub enum ItemResult {
     Accepted {
         id: Uuid,
         referral: Option<ReferralOutcome>,
+        rewards: Vec<GrantedReward>,
     },
     Duplicate {
         id: Uuid,
     },
     /// Not stored; safe to retry.
     Unavailable,
+}
+
+/// A reward an accepted interaction earned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantedReward {
+    pub campaign_id: i64,
+    pub recipient: Address,
+    pub recipient_type: RecipientType,
+    pub token: Address,
+    pub amount: U256,
 }
 
 pub enum ProductMsg {
@@ -66,6 +80,8 @@ pub enum ProductMsg {
     },
     /// From the writer: the fate of the write set tagged `tag`.
     Flushed { tag: u64, outcome: FlushOutcome },
+    /// A campaign of this product changed (API): applies to the next interaction.
+    CampaignUpdated(Box<CampaignRow>),
     /// Periodic: answers requests whose write never came back (writer restarted).
     ExpireStale,
     /// Fails the actor (supervision drills and tests).
@@ -93,6 +109,10 @@ struct PendingRow {
     position: usize,
     keys: Vec<DedupKey>,
     referral: Option<(ReferralOutcome, Address, Address)>,
+    rewards: Vec<GrantedReward>,
+    /// What each campaign was charged in memory, refunded if the row is not stored.
+    charges: Vec<(i64, U256)>,
+    wallet: Address,
 }
 
 /// A request being answered.
@@ -116,6 +136,10 @@ pub struct ProductState {
     pending: HashMap<DedupKey, (Uuid, Vec<(u64, usize)>)>,
     open: HashMap<u64, OpenRequest>,
     next_tag: u64,
+    /// Active campaigns; `used_budget` includes what is being written.
+    campaigns: Vec<CampaignRule>,
+    /// (campaign, wallet) → rewards as the acting user, for per-user caps.
+    user_counts: HashMap<(i64, Address), u32>,
     _expiry: tokio::task::JoinHandle<()>,
 }
 
@@ -144,6 +168,12 @@ impl Actor for Product {
                 Some((window_hash(wallet, kind, &e.data), (e.created_at, e.id)))
             })
             .collect();
+        let campaigns: Vec<CampaignRule> = campaigns::active(&args.pool, args.config.id)
+            .await?
+            .iter()
+            .filter_map(CampaignRow::rule)
+            .collect();
+        let user_counts = load_user_counts(&args.pool, &campaigns).await?;
         let expiry = myself.send_interval(args.stale_after / 2, || ProductMsg::ExpireStale);
         Ok(ProductState {
             window_length: chrono::TimeDelta::from_std(args.window)
@@ -154,6 +184,8 @@ impl Actor for Product {
             pending: HashMap::new(),
             open: HashMap::new(),
             next_tag: 0,
+            campaigns,
+            user_counts,
             _expiry: expiry,
         })
     }
@@ -183,6 +215,7 @@ impl Actor for Product {
             }
             ProductMsg::Flushed { tag, outcome } => flushed(state, tag, outcome),
             ProductMsg::ExpireStale => expire_stale(state),
+            ProductMsg::CampaignUpdated(row) => campaign_updated(state, &row).await?,
             ProductMsg::Crash => panic!("crash requested"),
         }
         Ok(())
@@ -228,6 +261,9 @@ async fn ingest(
                 position,
                 keys,
                 referral: None,
+                rewards: Vec::new(),
+                charges: Vec::new(),
+                wallet: item.wallet,
             });
             fresh.push(item);
         }
@@ -284,9 +320,30 @@ async fn submit(
         }
     }
 
+    let ids: Vec<Uuid> = state.open[&tag].rows.iter().map(|r| r.id).collect();
+    let Some(earned) = earn(state, &ids, &fresh, now).await else {
+        // Undo the referrals registered above: nothing of this will be written.
+        let registered: Vec<(ReferralOutcome, Address, Address)> = pairs
+            .iter()
+            .map(|&(w, r)| (ReferralOutcome::Registered, w, r))
+            .collect();
+        forget_referral_pairs(state, registered);
+        state.args.gate.release(count);
+        return false;
+    };
+    let Earned {
+        per_item,
+        rewards,
+        users,
+        exhausted,
+    } = earned;
+
     let request = state.open.get_mut(&tag).expect("open request");
     let mut rows = Vec::with_capacity(fresh.len());
-    for (item, pending) in fresh.into_iter().zip(request.rows.iter_mut()) {
+    for ((item, pending), earnings) in fresh.into_iter().zip(request.rows.iter_mut()).zip(per_item)
+    {
+        pending.rewards = earnings.granted;
+        pending.charges = earnings.charges;
         // The natural key is read from the client's data, before any annotation.
         let dedup_key = item.interaction.natural_key(item.wallet);
         let mut data = item.interaction.data;
@@ -330,6 +387,9 @@ async fn submit(
         product: myself.clone(),
         tag,
         rows,
+        rewards,
+        users,
+        exhausted,
     };
     let sent = match state.args.writer.get() {
         Some(writer) => writer.cast(WriterMsg::Write(set)).is_ok(),
@@ -339,6 +399,11 @@ async fn submit(
         state.args.gate.release(count);
         request.remaining -= request.rows.len();
         forget_referrals(state, &state.open[&tag].rows);
+        let rows = std::mem::take(&mut state.open.get_mut(&tag).expect("open").rows);
+        for row in &rows {
+            refund(state, row);
+        }
+        state.open.get_mut(&tag).expect("open").rows = rows;
         return false;
     }
     true
@@ -358,6 +423,7 @@ fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome) {
                 None => ItemResult::Accepted {
                     id: row.id,
                     referral: row.referral.map(|(o, _, _)| o),
+                    rewards: row.rewards.clone(),
                 },
                 Some(Some(existing)) => ItemResult::Duplicate { id: *existing },
                 Some(None) => ItemResult::Unavailable,
@@ -365,10 +431,16 @@ fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome) {
             FlushOutcome::Failed { .. } => ItemResult::Unavailable,
         };
         match &result {
-            ItemResult::Accepted { id, .. } | ItemResult::Duplicate { id } => {
-                remember(state, &row.keys, *id, now)
+            ItemResult::Accepted { id, .. } => remember(state, &row.keys, *id, now),
+            ItemResult::Duplicate { id } => {
+                // Stored earlier: this copy earned nothing.
+                refund(state, &row);
+                remember(state, &row.keys, *id, now);
             }
-            ItemResult::Unavailable => lost.push(row.referral),
+            ItemResult::Unavailable => {
+                refund(state, &row);
+                lost.push(row.referral);
+            }
         }
         settle_row(state, tag, row, result);
     }
@@ -466,6 +538,185 @@ fn finish_if_done(state: &mut ProductState, tag: u64) {
             .increment(n);
     }
     let _ = request.reply.send(results);
+}
+
+#[derive(Clone, Default)]
+struct ItemEarnings {
+    granted: Vec<GrantedReward>,
+    charges: Vec<(i64, U256)>,
+}
+
+/// What the fresh items earn from the active campaigns, charged in memory now.
+struct Earned {
+    /// Per item: its rewards and what each campaign was charged for it.
+    per_item: Vec<ItemEarnings>,
+    rewards: Vec<RewardRow>,
+    users: Vec<UserReward>,
+    exhausted: Vec<i64>,
+}
+
+/// Evaluates every active campaign for every fresh item, in order, charging
+/// budgets and per-user counters in memory (so concurrent requests can never
+/// overspend); `None` when the referral chains cannot be had.
+async fn earn(
+    state: &mut ProductState,
+    ids: &[Uuid],
+    fresh: &[IngestItem],
+    now: DateTime<Utc>,
+) -> Option<Earned> {
+    let mut earned = Earned {
+        per_item: vec![ItemEarnings::default(); fresh.len()],
+        rewards: Vec::new(),
+        users: Vec::new(),
+        exhausted: Vec::new(),
+    };
+    let matched = |kind: InteractionType| {
+        state
+            .campaigns
+            .iter()
+            .any(|c| c.trigger == kind && c.is_live(now))
+    };
+    if !fresh.iter().any(|i| matched(i.interaction.kind)) {
+        return Some(earned);
+    }
+    let wallets: Vec<Address> = fresh.iter().map(|i| i.wallet).collect();
+    let product = state.args.config.id;
+    let referral = state.args.referral.get()?;
+    let chains = ractor::call!(referral, |reply| ReferralMsg::Chains {
+        product,
+        wallets,
+        reply
+    })
+    .ok()?
+    .ok()?;
+    for (index, ((item, id), chain)) in fresh.iter().zip(ids).zip(&chains).enumerate() {
+        for campaign in state
+            .campaigns
+            .iter_mut()
+            .filter(|c| c.trigger == item.interaction.kind)
+        {
+            let counter = (campaign.id, item.wallet);
+            let occurrence = Occurrence {
+                interaction_id: *id,
+                kind: item.interaction.kind,
+                wallet: item.wallet,
+                chain,
+                user_rewards: state.user_counts.get(&counter).copied().unwrap_or(0),
+                now,
+            };
+            let Ok(payouts) = campaign.evaluate(&occurrence) else {
+                continue;
+            };
+            let charged = total(&payouts);
+            campaign.used_budget += charged;
+            if campaign.max_rewards_per_user.is_some() {
+                *state.user_counts.entry(counter).or_default() += 1;
+            }
+            let available_at = now + chrono::Duration::seconds(campaign.lockup_seconds as i64);
+            let mut user_amount = U256::ZERO;
+            for payout in payouts {
+                if payout.recipient_type == RecipientType::User {
+                    user_amount = payout.amount;
+                }
+                earned.rewards.push(RewardRow {
+                    id: Uuid::now_v7(),
+                    product_id: product,
+                    campaign_id: campaign.id,
+                    interaction_id: *id,
+                    wallet: payout.recipient,
+                    token: campaign.token,
+                    amount: payout.amount,
+                    recipient_type: payout.recipient_type.as_str(),
+                    available_at,
+                    created_at: now,
+                });
+                earned.per_item[index].granted.push(GrantedReward {
+                    campaign_id: campaign.id,
+                    recipient: payout.recipient,
+                    recipient_type: payout.recipient_type,
+                    token: campaign.token,
+                    amount: payout.amount,
+                });
+            }
+            earned.users.push(UserReward {
+                campaign_id: campaign.id,
+                wallet: item.wallet,
+                interaction_id: *id,
+                amount: user_amount,
+                at: now,
+            });
+            earned.per_item[index].charges.push((campaign.id, charged));
+            if campaign.is_exhausted() {
+                campaign.status = CampaignStatus::BudgetExhausted;
+                earned.exhausted.push(campaign.id);
+            }
+        }
+    }
+    Some(earned)
+}
+
+/// Gives back what a row that was not stored charged.
+fn refund(state: &mut ProductState, row: &PendingRow) {
+    for (campaign_id, amount) in &row.charges {
+        if let Some(campaign) = state.campaigns.iter_mut().find(|c| c.id == *campaign_id) {
+            campaign.used_budget = campaign.used_budget.saturating_sub(*amount);
+            if campaign.status == CampaignStatus::BudgetExhausted && !campaign.is_exhausted() {
+                campaign.status = CampaignStatus::Active;
+            }
+        }
+        if let Some(count) = state.user_counts.get_mut(&(*campaign_id, row.wallet)) {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
+/// Applies a campaign change made through the API. The in-memory budget use,
+/// which includes writes in flight, is kept when it is ahead of the database's.
+async fn campaign_updated(
+    state: &mut ProductState,
+    row: &CampaignRow,
+) -> Result<(), ActorProcessingErr> {
+    let Some(mut rule) = row.rule() else {
+        return Ok(());
+    };
+    let existing = state.campaigns.iter().position(|c| c.id == rule.id);
+    if rule.status != CampaignStatus::Active {
+        if let Some(index) = existing {
+            state.campaigns.remove(index);
+        }
+        return Ok(());
+    }
+    match existing {
+        Some(index) => {
+            rule.used_budget = rule.used_budget.max(state.campaigns[index].used_budget);
+            state.campaigns[index] = rule;
+        }
+        None => {
+            let counts = load_user_counts(&state.args.pool, std::slice::from_ref(&rule)).await?;
+            state.user_counts.extend(counts);
+            state.campaigns.push(rule);
+        }
+    }
+    Ok(())
+}
+
+async fn load_user_counts(
+    pool: &sqlx::PgPool,
+    rules: &[CampaignRule],
+) -> Result<HashMap<(i64, Address), u32>, crate::db::DbError> {
+    let capped: Vec<i64> = rules
+        .iter()
+        .filter(|c| c.max_rewards_per_user.is_some())
+        .map(|c| c.id)
+        .collect();
+    if capped.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(campaigns::user_counts(pool, &capped)
+        .await?
+        .into_iter()
+        .map(|(c, w, n)| ((c, w), n))
+        .collect())
 }
 
 fn committed_duplicate(

@@ -14,6 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use sqlx::PgPool;
 
 use crate::db;
+use crate::domain::campaign::MAX_DEPTH;
 use crate::domain::referral::{self, ReferralOutcome};
 use crate::telemetry;
 
@@ -41,6 +42,12 @@ pub enum ReferralMsg {
         product: B256,
         pairs: Vec<(Address, Address)>,
         reply: RpcReplyPort<Result<Vec<ReferralOutcome>, String>>,
+    },
+    /// Each wallet's referrers, nearest first, at most five levels.
+    Chains {
+        product: B256,
+        wallets: Vec<Address>,
+        reply: RpcReplyPort<Result<Vec<Vec<Address>>, String>>,
     },
     /// Removes edges applied by `Register` whose write failed.
     Forget {
@@ -114,6 +121,22 @@ impl Actor for Referral {
                             .increment(1);
                     }
                 }
+                let _ = reply.send(result);
+            }
+            ReferralMsg::Chains {
+                product,
+                wallets,
+                reply,
+            } => {
+                let result = match edges_of(state, product).await {
+                    Ok(edges) => Ok(wallets
+                        .iter()
+                        .map(|w| {
+                            referral::chain(*w, usize::from(MAX_DEPTH), |x| edges.referrer_of(x))
+                        })
+                        .collect()),
+                    Err(err) => Err(err.to_string()),
+                };
                 let _ = reply.send(result);
             }
             ReferralMsg::Forget { product, pairs } => {

@@ -20,17 +20,31 @@ use uuid::Uuid;
 
 use super::product::ProductMsg;
 use crate::db::interactions::{InteractionRow, insert_batch};
+use crate::db::rewards::{self, RewardRow, UserReward};
 use crate::db::{self, DbError};
 use crate::telemetry;
 
 pub const KIND: &str = "writer";
 
-/// The rows of one request for one product.
+/// The rows of one request for one product, and what they earned.
 pub struct WriteSet {
     pub product: ActorRef<ProductMsg>,
     /// The product actor's request tag, returned with the outcome.
     pub tag: u64,
     pub rows: Vec<InteractionRow>,
+    pub rewards: Vec<RewardRow>,
+    pub users: Vec<UserReward>,
+    /// Campaigns whose budget this write set exhausts.
+    pub exhausted: Vec<i64>,
+}
+
+/// Everything one flush writes.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<InteractionRow>,
+    rewards: Vec<RewardRow>,
+    users: Vec<UserReward>,
+    exhausted: Vec<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -231,16 +245,20 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
 /// write set cannot fail the others. Returns whether the database looks down.
 async fn flush(pool: &PgPool, sets: Vec<WriteSet>) -> bool {
     let mut owners = Vec::with_capacity(sets.len());
-    let mut rows = Vec::new();
+    let mut batch = Batch::default();
     for set in sets {
-        owners.push((set.product, set.tag, set.rows.len()));
-        rows.extend(set.rows);
+        let counts = (set.rows.len(), set.rewards.len(), set.users.len());
+        batch.exhausted.extend(set.exhausted.iter().copied());
+        owners.push((set.product, set.tag, counts, set.exhausted));
+        batch.rows.extend(set.rows);
+        batch.rewards.extend(set.rewards);
+        batch.users.extend(set.users);
     }
-    match write(pool, &rows).await {
+    match write(pool, &batch).await {
         Ok(skipped) => {
             let mut start = 0;
-            for (product, tag, count) in owners {
-                let mine: HashMap<Uuid, Option<Uuid>> = rows[start..start + count]
+            for (product, tag, (count, ..), _) in owners {
+                let mine: HashMap<Uuid, Option<Uuid>> = batch.rows[start..start + count]
                     .iter()
                     .filter_map(|r| skipped.get(&r.id).map(|e| (r.id, *e)))
                     .collect();
@@ -253,9 +271,9 @@ async fn flush(pool: &PgPool, sets: Vec<WriteSet>) -> bool {
             false
         }
         Err(err) if err.is_retryable() || owners.len() == 1 => {
-            tracing::warn!(error = %err, rows = rows.len(), "flush failed");
+            tracing::warn!(error = %err, rows = batch.rows.len(), "flush failed");
             let retryable = err.is_retryable();
-            for (product, tag, _) in owners {
+            for (product, tag, ..) in owners {
                 let _ = product.cast(ProductMsg::Flushed {
                     tag,
                     outcome: FlushOutcome::Failed { retryable },
@@ -265,12 +283,17 @@ async fn flush(pool: &PgPool, sets: Vec<WriteSet>) -> bool {
         }
         Err(err) => {
             tracing::error!(error = %err, "flush refused; retrying write set by write set");
-            let mut rows = rows.into_iter();
-            for (product, tag, count) in owners {
+            let mut rows = batch.rows.into_iter();
+            let mut rewards = batch.rewards.into_iter();
+            let mut users = batch.users.into_iter();
+            for (product, tag, (count, reward_count, user_count), exhausted) in owners {
                 let set = WriteSet {
                     product,
                     tag,
                     rows: rows.by_ref().take(count).collect(),
+                    rewards: rewards.by_ref().take(reward_count).collect(),
+                    users: users.by_ref().take(user_count).collect(),
+                    exhausted,
                 };
                 if Box::pin(flush(pool, vec![set])).await {
                     return true;
@@ -281,14 +304,32 @@ async fn flush(pool: &PgPool, sets: Vec<WriteSet>) -> bool {
     }
 }
 
-async fn write(
-    pool: &PgPool,
-    rows: &[InteractionRow],
-) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
+/// One transaction: the interactions, then the rewards of those actually inserted
+/// (a row a unique index refused earned nothing), the budgets and the counters.
+async fn write(pool: &PgPool, batch: &Batch) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
     let started = Instant::now();
+    let rows = &batch.rows;
     let result = async {
         let mut tx = pool.begin().await?;
         let skipped = insert_batch(&mut tx, rows).await?;
+        let earned = |id: &Uuid| !skipped.contains_key(id);
+        if skipped.is_empty() {
+            rewards::record(&mut tx, &batch.rewards, &batch.users, &batch.exhausted).await?;
+        } else {
+            let rewards: Vec<RewardRow> = batch
+                .rewards
+                .iter()
+                .filter(|r| earned(&r.interaction_id))
+                .cloned()
+                .collect();
+            let users: Vec<UserReward> = batch
+                .users
+                .iter()
+                .filter(|u| earned(&u.interaction_id))
+                .cloned()
+                .collect();
+            rewards::record(&mut tx, &rewards, &users, &batch.exhausted).await?;
+        }
         tx.commit().await?;
         Ok::<_, DbError>(skipped)
     }

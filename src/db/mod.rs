@@ -2,9 +2,12 @@
 //! family. Only this module writes SQL.
 
 pub mod auth_nonces;
+pub mod banks;
+pub mod campaigns;
 pub mod interactions;
 pub mod local_cluster;
 pub mod products;
+pub mod rewards;
 
 use std::time::Duration;
 

@@ -59,12 +59,13 @@ pub enum StatusAction {
     Deactivate,
 }
 
-/// `draft → active ⇄ paused`, `active|paused → deactivated` (terminal); the
-/// automatic states (`budget_exhausted`, `expired`) can only be deactivated.
+/// `draft → active ⇄ paused`, `active|paused → deactivated` (terminal). An
+/// exhausted campaign may be activated again (after its budget was raised); an
+/// expired one can only be deactivated.
 pub fn transition(from: CampaignStatus, action: StatusAction) -> Option<CampaignStatus> {
     use CampaignStatus::*;
     match (from, action) {
-        (Draft | Paused, StatusAction::Activate) => Some(Active),
+        (Draft | Paused | BudgetExhausted, StatusAction::Activate) => Some(Active),
         (Active, StatusAction::Pause) => Some(Paused),
         (Active | Paused | BudgetExhausted | Expired, StatusAction::Deactivate) => {
             Some(Deactivated)

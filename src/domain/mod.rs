@@ -2,6 +2,7 @@
 //! here is unit-tested without a runtime.
 
 pub mod campaign;
+pub mod campaign_input;
 pub mod ids;
 pub mod interaction;
 pub mod product;

@@ -22,6 +22,7 @@ use super::{authorization, json_reply, respond, with_ctx};
 use crate::actors::product::{IngestItem, ItemResult, ProductMsg, RequestMeta};
 use crate::actors::product_directory::OpenError;
 use crate::app::AppContext;
+use crate::domain::ids::to_hex;
 use crate::domain::interaction::{Interaction, InteractionInput, MAX_BATCH};
 use crate::domain::product::origin_allowed;
 use crate::telemetry;
@@ -302,8 +303,24 @@ fn count_rejections(slots: &[Slot], kinds: &[Option<&'static str>]) {
 
 fn item_json(result: &ItemResult) -> Value {
     match result {
-        ItemResult::Accepted { id, referral } => {
-            let mut value = json!({"id": id, "status": "accepted", "rewards": []});
+        ItemResult::Accepted {
+            id,
+            referral,
+            rewards,
+        } => {
+            let rewards: Vec<Value> = rewards
+                .iter()
+                .map(|r| {
+                    json!({
+                        "campaign_id": r.campaign_id,
+                        "recipient": to_hex(r.recipient),
+                        "recipient_type": r.recipient_type.as_str(),
+                        "token": to_hex(r.token),
+                        "amount": r.amount.to_string(),
+                    })
+                })
+                .collect();
+            let mut value = json!({"id": id, "status": "accepted", "rewards": rewards});
             if let Some(outcome) = referral {
                 value["referral"] = json!(outcome.as_str());
             }

@@ -1,8 +1,11 @@
 //! The warp front door: routes, auth, problem+json errors, request metrics. It
 //! knows no SQL: handlers call `db::*` functions and actors.
 
+mod access;
 mod auth;
+mod banks;
 pub mod body;
+mod campaigns;
 mod interactions;
 mod ops;
 pub mod problem;
@@ -34,6 +37,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/products"),
     ("GET", "/v1/products/{id}"),
     ("POST", "/v1/interactions"),
+    ("GET", "/v1/products/{id}/banks"),
+    ("POST", "/v1/products/{id}/banks"),
+    ("POST", "/v1/products/{id}/campaigns"),
+    ("GET", "/v1/products/{id}/campaigns"),
+    ("GET", "/v1/products/{id}/estimate"),
+    ("GET", "/v1/campaigns/{id}"),
+    ("PATCH", "/v1/campaigns/{id}"),
+    ("POST", "/v1/campaigns/{id}/activate"),
+    ("POST", "/v1/campaigns/{id}/pause"),
+    ("POST", "/v1/campaigns/{id}/deactivate"),
+    ("GET", "/v1/campaigns/{id}/stats"),
 ];
 
 /// The whole API, with rejections rendered as problem+json and every response
@@ -45,7 +59,11 @@ pub fn routes(
     let api = interactions::routes(ctx.clone())
         .or(auth::routes(ctx.clone()))
         .unify()
-        .or(products::routes(ctx))
+        .or(products::routes(ctx.clone()))
+        .unify()
+        .or(banks::routes(ctx.clone()))
+        .unify()
+        .or(campaigns::routes(ctx))
         .unify();
     ops.or(api)
         .unify()

@@ -1,6 +1,7 @@
 //! Whole-app tests: real HTTP against the real service on a real PostgreSQL.
 
 mod auth;
+mod campaigns;
 mod cli;
 mod common;
 mod crash;

@@ -173,7 +173,8 @@ fn status_machine() {
     assert_eq!(transition(Draft, Pause), None);
     assert_eq!(transition(Draft, Deactivate), None);
     assert_eq!(transition(Deactivated, Activate), None);
-    assert_eq!(transition(BudgetExhausted, Activate), None);
+    assert_eq!(transition(BudgetExhausted, Activate), Some(Active));
+    assert_eq!(transition(Expired, Activate), None);
     assert_eq!(transition(Expired, Deactivate), Some(Deactivated));
     for s in [Draft, Active, Paused, Deactivated, BudgetExhausted, Expired] {
         assert_eq!(CampaignStatus::parse(s.as_str()), Some(s));

@@ -1,0 +1,331 @@
+//! Campaigns (owner, admin or campaign manager of the product): create, list,
+//! read, patch, activate/pause/deactivate, stats; and the public estimate. Every
+//! change is pushed to the product's actor, so it applies to the next interaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use alloy::primitives::{Address, B256};
+use bytes::Bytes;
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::access::require_role;
+use super::auth::authenticate;
+use super::body::parse_json;
+use super::problem::{ApiError, FieldError};
+use super::{authorization, json_reply, respond, with_ctx};
+use crate::actors::product::ProductMsg;
+use crate::app::AppContext;
+use crate::db::campaigns::CampaignRow;
+use crate::db::{self, banks::BankRow};
+use crate::domain::campaign::{CampaignStatus, RewardSpec, StatusAction, split, transition};
+use crate::domain::campaign_input::{CampaignInput, CampaignSpec, apply_patch};
+use crate::domain::ids::{parse_bytes32, to_hex};
+use crate::domain::interaction::InteractionType;
+use crate::domain::product::roles;
+
+const MANAGE: i32 = roles::ADMIN | roles::CAMPAIGN_MANAGER;
+
+pub fn routes(
+    ctx: Arc<AppContext>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let t = ctx.request_timeout();
+    let limit = ctx.settings.server.body_limit_bytes;
+    let c = || with_ctx(ctx.clone()).and(authorization());
+    let create = warp::path!("v1" / "products" / String / "campaigns")
+        .and(warp::post())
+        .and(c())
+        .and(super::body::limited(limit))
+        .and_then(move |id, ctx, auth, body| respond(t, create(ctx, auth, id, body)));
+    let list = warp::path!("v1" / "products" / String / "campaigns")
+        .and(warp::get())
+        .and(c())
+        .and_then(move |id, ctx, auth| respond(t, list(ctx, auth, id)));
+    let get = warp::path!("v1" / "campaigns" / i64)
+        .and(warp::get())
+        .and(c())
+        .and_then(move |id, ctx, auth| respond(t, get(ctx, auth, id)));
+    let patch = warp::path!("v1" / "campaigns" / i64)
+        .and(warp::patch())
+        .and(c())
+        .and(super::body::limited(limit))
+        .and_then(move |id, ctx, auth, body| respond(t, patch(ctx, auth, id, body)));
+    let action = warp::path!("v1" / "campaigns" / i64 / String)
+        .and(warp::post())
+        .and(c())
+        .and_then(move |id, action, ctx, auth| respond(t, change_status(ctx, auth, id, action)));
+    let stats = warp::path!("v1" / "campaigns" / i64 / "stats")
+        .and(warp::get())
+        .and(c())
+        .and_then(move |id, ctx, auth| respond(t, stats(ctx, auth, id)));
+    let estimate = warp::path!("v1" / "products" / String / "estimate")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and(warp::query::<HashMap<String, String>>())
+        .and_then(move |id, ctx, query| respond(t, estimate(ctx, id, query)));
+    create
+        .or(list)
+        .unify()
+        .or(stats)
+        .unify()
+        .or(get)
+        .unify()
+        .or(patch)
+        .unify()
+        .or(action)
+        .unify()
+        .or(estimate)
+        .unify()
+}
+
+fn view(row: &CampaignRow) -> Value {
+    let mut value = serde_json::to_value(row.input()).unwrap_or_default();
+    let rule = row.rule();
+    let remaining = rule
+        .as_ref()
+        .and_then(|r| r.remaining_budget())
+        .map(|r| r.to_string());
+    if let Value::Object(map) = &mut value {
+        map.insert("id".into(), json!(row.id));
+        map.insert("external_id".into(), json!(row.external_id));
+        map.insert("product_id".into(), json!(to_hex(&row.product_id)));
+        map.insert("bank_id".into(), json!(row.bank_id));
+        map.insert("status".into(), json!(row.status));
+        map.insert("used_budget".into(), json!(row.used_budget));
+        map.insert("remaining_budget".into(), json!(remaining));
+        map.insert("created_by".into(), json!(to_hex(&row.created_by)));
+        map.insert("created_at".into(), json!(row.created_at));
+        map.insert("updated_at".into(), json!(row.updated_at));
+    }
+    value
+}
+
+/// Tells the product's actor, if it runs; otherwise it loads the change on start.
+fn notify(ctx: &AppContext, row: &CampaignRow) {
+    if let Some(handle) = ctx.ingest.products.get(&row.product()) {
+        let _ = handle
+            .actor
+            .cast(ProductMsg::CampaignUpdated(Box::new(row.clone())));
+    }
+}
+
+fn product_id(id: &str) -> Result<B256, ApiError> {
+    parse_bytes32(id).map_err(|e| ApiError::invalid("id", e))
+}
+
+/// Validates a campaign and finds its bank (the product's bank for its token).
+async fn checked(
+    ctx: &AppContext,
+    product: B256,
+    input: CampaignInput,
+) -> Result<(CampaignSpec, BankRow), ApiError> {
+    let spec = input.validate().map_err(|errors| {
+        ApiError::Invalid(
+            errors
+                .into_iter()
+                .map(|e| FieldError::new(e.field, e.message))
+                .collect(),
+        )
+    })?;
+    let bank = db::banks::for_token(&ctx.pool, product, spec.token)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid("token", "the product has no active bank for this token")
+        })?;
+    Ok((spec, bank))
+}
+
+/// The campaign and the caller's right to act on it.
+async fn campaign_for(
+    ctx: &AppContext,
+    wallet: Address,
+    id: i64,
+    needed: i32,
+) -> Result<CampaignRow, ApiError> {
+    let row = db::campaigns::get(&ctx.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such campaign".into()))?;
+    require_role(ctx, row.product(), wallet, needed).await?;
+    Ok(row)
+}
+
+async fn create(
+    ctx: Arc<AppContext>,
+    auth: Option<String>,
+    id: String,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let session = authenticate(&ctx, auth.as_deref())?;
+    let product = product_id(&id)?;
+    require_role(&ctx, product, session.wallet, MANAGE).await?;
+    let (spec, bank) = checked(&ctx, product, parse_json(&body)?).await?;
+    let row = db::campaigns::insert(&ctx.pool, product, bank.id, &spec, session.wallet).await?;
+    Ok(json_reply(&view(&row), StatusCode::CREATED))
+}
+
+async fn list(
+    ctx: Arc<AppContext>,
+    auth: Option<String>,
+    id: String,
+) -> Result<Response, ApiError> {
+    let session = authenticate(&ctx, auth.as_deref())?;
+    let product = product_id(&id)?;
+    require_role(&ctx, product, session.wallet, roles::ALL).await?;
+    let rows = db::campaigns::list(&ctx.pool, product).await?;
+    let campaigns: Vec<Value> = rows.iter().map(view).collect();
+    Ok(json_reply(
+        &json!({ "campaigns": campaigns }),
+        StatusCode::OK,
+    ))
+}
+
+async fn get(ctx: Arc<AppContext>, auth: Option<String>, id: i64) -> Result<Response, ApiError> {
+    let session = authenticate(&ctx, auth.as_deref())?;
+    let row = campaign_for(&ctx, session.wallet, id, roles::ALL).await?;
+    Ok(json_reply(&view(&row), StatusCode::OK))
+}
+
+async fn patch(
+    ctx: Arc<AppContext>,
+    auth: Option<String>,
+    id: i64,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let session = authenticate(&ctx, auth.as_deref())?;
+    let row = campaign_for(&ctx, session.wallet, id, MANAGE).await?;
+    if row.status() == CampaignStatus::Deactivated {
+        return Err(ApiError::Conflict(
+            "a deactivated campaign cannot be changed".into(),
+        ));
+    }
+    let patch: Map<String, Value> = parse_json(&body)?;
+    let merged = apply_patch(&row.input(), patch).map_err(|e| ApiError::invalid("body", e))?;
+    let (spec, bank) = checked(&ctx, row.product(), merged).await?;
+    let used = row.rule().map(|r| r.used_budget).unwrap_or_default();
+    if !spec.budget_cap.is_zero() && spec.budget_cap < used {
+        return Err(ApiError::invalid(
+            "budget_cap",
+            format!("must be at least the budget already used ({used})"),
+        ));
+    }
+    let row = db::campaigns::update_spec(&ctx.pool, id, bank.id, &spec)
+        .await?
+        .ok_or_else(|| ApiError::Conflict("a deactivated campaign cannot be changed".into()))?;
+    notify(&ctx, &row);
+    Ok(json_reply(&view(&row), StatusCode::OK))
+}
+
+async fn change_status(
+    ctx: Arc<AppContext>,
+    auth: Option<String>,
+    id: i64,
+    action: String,
+) -> Result<Response, ApiError> {
+    let action = match action.as_str() {
+        "activate" => StatusAction::Activate,
+        "pause" => StatusAction::Pause,
+        "deactivate" => StatusAction::Deactivate,
+        _ => return Err(ApiError::NotFound("no such route".into())),
+    };
+    let session = authenticate(&ctx, auth.as_deref())?;
+    let row = campaign_for(&ctx, session.wallet, id, MANAGE).await?;
+    let from = row.status();
+    let to = transition(from, action).ok_or_else(|| {
+        ApiError::Conflict(
+            format!("a {} campaign cannot be {action:?}d", from.as_str()).to_lowercase(),
+        )
+    })?;
+    if to == CampaignStatus::Active {
+        let rule = row
+            .rule()
+            .ok_or_else(|| ApiError::Internal("unreadable campaign".into()))?;
+        if rule.ends_at.is_some_and(|end| end <= Utc::now()) {
+            return Err(ApiError::Conflict(
+                "the campaign has ended; change ends_at first".into(),
+            ));
+        }
+        if rule.is_exhausted() {
+            return Err(ApiError::Conflict(
+                "the budget cannot pay another reward; raise budget_cap first".into(),
+            ));
+        }
+    }
+    let row = db::campaigns::set_status(&ctx.pool, id, from, to)
+        .await?
+        .ok_or_else(|| ApiError::Conflict("the campaign changed meanwhile; retry".into()))?;
+    notify(&ctx, &row);
+    Ok(json_reply(&view(&row), StatusCode::OK))
+}
+
+async fn stats(ctx: Arc<AppContext>, auth: Option<String>, id: i64) -> Result<Response, ApiError> {
+    let session = authenticate(&ctx, auth.as_deref())?;
+    let row = campaign_for(&ctx, session.wallet, id, roles::ALL).await?;
+    let stats = db::campaigns::stats(&ctx.pool, id).await?;
+    let remaining = row
+        .rule()
+        .and_then(|r| r.remaining_budget())
+        .map(|r| r.to_string());
+    let rewards: Vec<Value> = stats
+        .rewards
+        .iter()
+        .map(|(kind, count, amount)| json!({"recipient_type": kind, "count": count, "amount": amount}))
+        .collect();
+    Ok(json_reply(
+        &json!({
+            "campaign_id": id,
+            "status": row.status,
+            "interactions_matched": stats.interactions_matched,
+            "distinct_rewarded_wallets": stats.distinct_rewarded_wallets,
+            "rewards": rewards,
+            "budget": {"cap": row.budget_cap, "used": row.used_budget, "remaining": remaining},
+        }),
+        StatusCode::OK,
+    ))
+}
+
+/// Public: what the acting user would earn now, referred or not, per live campaign.
+async fn estimate(
+    ctx: Arc<AppContext>,
+    id: String,
+    query: HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let product = product_id(&id)?;
+    let kind = query
+        .get("type")
+        .and_then(|t| InteractionType::parse(t))
+        .ok_or_else(|| ApiError::invalid("type", "must be an interaction type"))?;
+    if db::products::load_config(&ctx.pool, product)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound("no such product".into()));
+    }
+    let now = Utc::now();
+    let mut campaigns = Vec::new();
+    for row in db::campaigns::active(&ctx.pool, product).await? {
+        let Some(rule) = row.rule() else { continue };
+        if rule.trigger != kind || !rule.is_live(now) || rule.is_exhausted() {
+            continue;
+        }
+        let (low, high) = match rule.reward {
+            RewardSpec::Fixed { amount } => (amount, amount),
+            RewardSpec::Range { min, max, .. } => (min, max),
+        };
+        let user = |base| split(base, rule.user_bps, rule.deperdition_bps, 0)[0].to_string();
+        let range = json!({"min": user(low), "max": user(high)});
+        campaigns.push(json!({
+            "campaign_id": rule.id,
+            "token": to_hex(rule.token),
+            "referred": range,
+            "non_referred": if rule.requires_referral { Value::Null } else { range.clone() },
+        }));
+    }
+    Ok(json_reply(
+        &json!({"product_id": to_hex(product), "type": kind.as_str(), "campaigns": campaigns}),
+        StatusCode::OK,
+    ))
+}

@@ -1,0 +1,382 @@
+use alloy::primitives::Address;
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, assert_problem};
+use crate::interactions::create_product;
+
+const TOKEN: &str = "0x7070707070707070707070707070707070707070";
+const TEN_UNITS: &str = "10000000000000000000";
+
+fn wallet(n: u64) -> Address {
+    let mut bytes = [0u8; 20];
+    bytes[0] = 0x5a;
+    bytes[12..].copy_from_slice(&n.to_be_bytes());
+    Address::from(bytes)
+}
+
+fn owner(app: &TestApp) -> String {
+    app.token(Address::repeat_byte(0xee))
+}
+
+/// A product with a bank for TOKEN; returns its id.
+async fn product_with_bank(app: &TestApp, domain: &str) -> String {
+    let product = create_product(app, domain).await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/products/{product}/banks"),
+            &json!({"chain_id": 31337, "bank_address": format!("0x{}", "ba".repeat(20)),
+                    "token": TOKEN, "symbol": "RWD", "decimals": 18}),
+            Some(&owner(app)),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    product
+}
+
+/// Creates and activates a campaign; returns its id.
+async fn campaign(app: &TestApp, product: &str, extra: Value) -> i64 {
+    let mut body = json!({"name": "C", "trigger": "purchase.completed", "token": TOKEN,
+        "reward": {"type": "fixed", "amount": TEN_UNITS}});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (status, created) = app
+        .post(
+            &format!("/v1/products/{product}/campaigns"),
+            &body,
+            Some(&owner(app)),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "draft");
+    let id = created["id"].as_i64().unwrap();
+    let (status, active) = app
+        .post(
+            &format!("/v1/campaigns/{id}/activate"),
+            &Value::Null,
+            Some(&owner(app)),
+        )
+        .await;
+    assert_eq!(status, 200, "{active}");
+    id
+}
+
+async fn refer(app: &TestApp, product: &str, who: Address, referrer: Address) {
+    let (status, body) = app
+        .post(
+            "/v1/interactions",
+            &json!({"product_id": product, "type": "referral.referred", "referrer": format!("{referrer:#x}")}),
+            Some(&app.token(who)),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["referral"], "registered", "{body}");
+}
+
+static ORDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+async fn purchase(app: &TestApp, product: &str, who: Address) -> Value {
+    let order = ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (status, body) = app
+        .post(
+            "/v1/interactions",
+            &json!({"product_id": product, "type": "purchase.completed", "data": {"order_id": format!("o{order}")}}),
+            Some(&app.token(who)),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
+fn paid(body: &Value) -> Vec<(String, String)> {
+    body["rewards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["recipient_type"].as_str().unwrap().to_owned(),
+                r["amount"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_design_example_end_to_end() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "design.example").await;
+    let id = campaign(&app, &product, json!({})).await;
+    let (user, r1, r2, r3) = (wallet(1), wallet(2), wallet(3), wallet(4));
+    refer(&app, &product, r2, r3).await;
+    refer(&app, &product, r1, r2).await;
+    refer(&app, &product, user, r1).await;
+    let body = purchase(&app, &product, user).await;
+    assert_eq!(
+        paid(&body),
+        vec![
+            ("user".into(), "5000000000000000000".into()),
+            ("referrer_l1".into(), "4000000000000000000".into()),
+            ("referrer_l2".into(), "800000000000000000".into()),
+            ("referrer_l3".into(), "200000000000000000".into()),
+        ]
+    );
+    assert_eq!(body["rewards"][1]["recipient"], format!("{r1:#x}"));
+    assert_eq!(body["rewards"][0]["token"], TOKEN);
+
+    // Stored with the interaction, budget and counter charged in the same commit.
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT recipient_type, amount::text, status FROM rewards WHERE campaign_id = $1 ORDER BY amount DESC",
+    )
+    .bind(id)
+    .fetch_all(&app.ctx.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| r.2 == "pending"));
+    let (status, stats) = app
+        .get(&format!("/v1/campaigns/{id}/stats"), Some(&owner(&app)))
+        .await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["interactions_matched"], 1);
+    assert_eq!(stats["distinct_rewarded_wallets"], 4);
+    assert_eq!(stats["budget"]["used"], TEN_UNITS);
+
+    // A duplicate of the purchase earns nothing more.
+    let (_, again) = app
+        .post("/v1/interactions", &json!({"product_id": product, "type": "purchase.completed",
+            "data": {"order_id": format!("o{}", ORDER.load(std::sync::atomic::Ordering::Relaxed) - 1)}}), Some(&app.token(user)))
+        .await;
+    assert_eq!(again["status"], "duplicate");
+    let (_, stats) = app
+        .get(&format!("/v1/campaigns/{id}/stats"), Some(&owner(&app)))
+        .await;
+    assert_eq!(stats["budget"]["used"], TEN_UNITS);
+}
+
+#[tokio::test]
+async fn referral_requirement_per_user_cap_depth_and_isolation() {
+    let app = TestApp::spawn().await;
+    let a = product_with_bank(&app, "rules-a.example").await;
+    let b = product_with_bank(&app, "rules-b.example").await;
+    campaign(
+        &app,
+        &a,
+        json!({"requires_referral": true, "max_rewards_per_user": 2, "max_depth": 1}),
+    )
+    .await;
+    campaign(&app, &b, json!({"requires_referral": true})).await;
+    let (user, r1, r2) = (wallet(10), wallet(11), wallet(12));
+    // Not referred yet: nothing.
+    assert!(paid(&purchase(&app, &a, user).await).is_empty());
+    refer(&app, &a, r1, r2).await;
+    refer(&app, &a, user, r1).await;
+    // Depth 1: the level-1 referrer takes everything after the user's share.
+    let first = paid(&purchase(&app, &a, user).await);
+    assert_eq!(
+        first,
+        vec![
+            ("user".into(), "5000000000000000000".into()),
+            ("referrer_l1".into(), "5000000000000000000".into())
+        ]
+    );
+    assert_eq!(paid(&purchase(&app, &a, user).await).len(), 2);
+    // Cap of 2 reached.
+    assert!(paid(&purchase(&app, &a, user).await).is_empty());
+    // Product B knows nothing of A's referrals.
+    assert!(paid(&purchase(&app, &b, user).await).is_empty());
+}
+
+#[tokio::test]
+async fn pause_and_activate_take_effect_for_the_next_interaction() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "pause.example").await;
+    let id = campaign(&app, &product, json!({})).await;
+    assert_eq!(paid(&purchase(&app, &product, wallet(20)).await).len(), 1);
+    let (status, body) = app
+        .post(
+            &format!("/v1/campaigns/{id}/pause"),
+            &Value::Null,
+            Some(&owner(&app)),
+        )
+        .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("paused")));
+    assert!(paid(&purchase(&app, &product, wallet(20)).await).is_empty());
+    app.post(
+        &format!("/v1/campaigns/{id}/activate"),
+        &Value::Null,
+        Some(&owner(&app)),
+    )
+    .await;
+    // A PATCH applies at once too.
+    let response = app
+        .client
+        .patch(app.url(&format!("/v1/campaigns/{id}")))
+        .bearer_auth(owner(&app))
+        .json(&json!({"user_bps": 10000}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::common::read(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_bps"], 10000);
+    assert_eq!(
+        paid(&purchase(&app, &product, wallet(20)).await),
+        vec![("user".into(), TEN_UNITS.into())]
+    );
+    // Deactivation is terminal.
+    app.post(
+        &format!("/v1/campaigns/{id}/deactivate"),
+        &Value::Null,
+        Some(&owner(&app)),
+    )
+    .await;
+    assert!(paid(&purchase(&app, &product, wallet(20)).await).is_empty());
+    let (status, body) = app
+        .post(
+            &format!("/v1/campaigns/{id}/activate"),
+            &Value::Null,
+            Some(&owner(&app)),
+        )
+        .await;
+    assert_problem(status, &body, 409);
+}
+
+#[tokio::test]
+async fn a_capped_budget_is_never_overspent_under_concurrency() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "budget.example").await;
+    // Each reward pays the whole base to the (unreferred) user: the cap fits exactly 7.
+    let cap = "70000000000000000000";
+    let id = campaign(
+        &app,
+        &product,
+        json!({"user_bps": 10000, "budget_cap": cap}),
+    )
+    .await;
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let (client, url, token) = (app.client.clone(), app.url("/v1/interactions"), app.token(wallet(100 + i)));
+            let body = json!({"product_id": product, "type": "purchase.completed", "data": {"order_id": format!("b{i}")}});
+            tokio::spawn(async move { client.post(url).bearer_auth(token).json(&body).send().await.unwrap().json::<Value>().await.unwrap() })
+        })
+        .collect();
+    let mut rewarded = 0;
+    for request in requests {
+        let body = request.await.unwrap();
+        assert_eq!(body["status"], "accepted", "{body}");
+        rewarded += body["rewards"].as_array().unwrap().len();
+    }
+    assert_eq!(rewarded, 7);
+    let (status, campaign) = app
+        .get(&format!("/v1/campaigns/{id}"), Some(&owner(&app)))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(campaign["used_budget"], cap);
+    assert_eq!(campaign["remaining_budget"], "0");
+    assert_eq!(campaign["status"], "budget_exhausted");
+    let sum: String =
+        sqlx::query_scalar("SELECT sum(amount)::text FROM rewards WHERE campaign_id = $1")
+            .bind(id)
+            .fetch_one(&app.ctx.pool)
+            .await
+            .unwrap();
+    assert_eq!(sum, cap);
+}
+
+#[tokio::test]
+async fn schedules_validation_roles_and_the_estimate() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "sched.example").await;
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    campaign(&app, &product, json!({"starts_at": future})).await;
+    assert!(
+        paid(&purchase(&app, &product, wallet(30)).await).is_empty(),
+        "not started yet"
+    );
+
+    // An ended campaign cannot be activated.
+    let (_, created) = app
+        .post(
+            &format!("/v1/products/{product}/campaigns"),
+            &json!({"name": "Old", "trigger": "purchase.completed", "token": TOKEN,
+                    "reward": {"type": "fixed", "amount": "1"}, "ends_at": past}),
+            Some(&owner(&app)),
+        )
+        .await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/campaigns/{}/activate", created["id"]),
+            &Value::Null,
+            Some(&owner(&app)),
+        )
+        .await;
+    assert_problem(status, &body, 409);
+    // A draft cannot be paused.
+    let (status, body) = app
+        .post(
+            &format!("/v1/campaigns/{}/pause", created["id"]),
+            &Value::Null,
+            Some(&owner(&app)),
+        )
+        .await;
+    assert_problem(status, &body, 409);
+
+    // A token without a bank; bad bps.
+    let (status, body) = app
+        .post(&format!("/v1/products/{product}/campaigns"),
+            &json!({"name": "X", "trigger": "webshop.open", "token": format!("0x{}", "11".repeat(20)),
+                    "reward": {"type": "fixed", "amount": "1"}}), Some(&owner(&app)))
+        .await;
+    assert_problem(status, &body, 422);
+    assert_eq!(body["errors"][0]["field"], "token");
+    let (status, body) = app
+        .post(
+            &format!("/v1/products/{product}/campaigns"),
+            &json!({"name": "X", "trigger": "webshop.open", "token": TOKEN, "user_bps": 12000,
+                    "reward": {"type": "fixed", "amount": "1"}}),
+            Some(&owner(&app)),
+        )
+        .await;
+    assert_problem(status, &body, 422);
+    assert_eq!(body["errors"][0]["field"], "user_bps");
+
+    // Someone without a role on the product.
+    let stranger = app.token(wallet(999));
+    let (status, body) = app
+        .post(&format!("/v1/products/{product}/campaigns"),
+            &json!({"name": "X", "trigger": "webshop.open", "token": TOKEN, "reward": {"type": "fixed", "amount": "1"}}),
+            Some(&stranger))
+        .await;
+    assert_problem(status, &body, 403);
+    let (status, body) = app
+        .get(&format!("/v1/campaigns/{}", created["id"]), Some(&stranger))
+        .await;
+    assert_problem(status, &body, 403);
+
+    // The public estimate: a live referral-only campaign.
+    campaign(
+        &app,
+        &product,
+        json!({"trigger": "webshop.open", "requires_referral": true,
+        "reward": {"type": "range", "min": "100", "max": "1000", "beta_bps": 10000}}),
+    )
+    .await;
+    let (status, estimate) = app
+        .get(
+            &format!("/v1/products/{product}/estimate?type=webshop.open"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{estimate}");
+    assert_eq!(
+        estimate["campaigns"][0]["referred"],
+        json!({"min": "50", "max": "500"})
+    );
+    assert_eq!(estimate["campaigns"][0]["non_referred"], Value::Null);
+    let (status, body) = app
+        .get(&format!("/v1/products/{product}/estimate?type=nope"), None)
+        .await;
+    assert_problem(status, &body, 422);
+}
