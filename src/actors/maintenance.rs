@@ -1,5 +1,6 @@
 //! Periodic upkeep: probes the database for `/readyz`, publishes pool and mailbox
-//! gauges, deletes expired sign-in nonces, and forgets idle rate-limit buckets.
+//! gauges, deletes expired sign-in nonces, marks ended campaigns expired, and
+//! forgets idle rate-limit buckets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +83,11 @@ impl Actor for Maintenance {
                             metrics::counter!(telemetry::AUTH_NONCES_EXPIRED_TOTAL).increment(n)
                         }
                         Err(err) => tracing::warn!(error = %err, "sweeping expired nonces failed"),
+                    }
+                    // Product actors stop paying at ends_at already; this makes the
+                    // campaign's status say so.
+                    if let Err(err) = db::campaigns::expire_ended(&state.args.pool).await {
+                        tracing::warn!(error = %err, "expiring ended campaigns failed");
                     }
                 }
             }

@@ -337,3 +337,14 @@ pub async fn stats(pool: &PgPool, id: i64) -> Result<CampaignStats, DbError> {
         rewards,
     })
 }
+
+/// Marks active or paused campaigns whose `ends_at` has passed as expired.
+pub async fn expire_ended(pool: &PgPool) -> Result<u64, DbError> {
+    let done = sqlx::query(
+        "UPDATE campaigns SET status = 'expired', updated_at = now()
+         WHERE status IN ('active', 'paused') AND ends_at <= now()",
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -380,3 +380,37 @@ async fn schedules_validation_roles_and_the_estimate() {
         .await;
     assert_problem(status, &body, 422);
 }
+
+#[tokio::test]
+async fn an_ended_campaign_stops_paying_and_becomes_expired() {
+    let app = TestApp::spawn_with(|s| s.supervisor.maintenance_interval_ms = 20).await;
+    let product = product_with_bank(&app, "expire.example").await;
+    let id = campaign(&app, &product, json!({})).await;
+    assert_eq!(paid(&purchase(&app, &product, wallet(40)).await).len(), 1);
+    // Move its end into the past (as time would), through the API.
+    let past = (chrono::Utc::now() - chrono::Duration::seconds(1)).to_rfc3339();
+    let response = app
+        .client
+        .patch(app.url(&format!("/v1/campaigns/{id}")))
+        .bearer_auth(owner(&app))
+        .json(&json!({"starts_at": null, "ends_at": past}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(paid(&purchase(&app, &product, wallet(40)).await).is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, body) = app
+            .get(&format!("/v1/campaigns/{id}"), Some(&owner(&app)))
+            .await;
+        if body["status"] == "expired" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never expired: {body}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
