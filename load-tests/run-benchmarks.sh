@@ -5,6 +5,10 @@
 # scenarios with exactly-once verification, and prints every figure.
 #
 #   load-tests/run-benchmarks.sh [interactions] [single_concurrency] [batch_concurrency]
+#
+# Environment: CAMPAIGNS_PER_PRODUCT (default 0: no campaigns) gives every product a
+# bank and that many active campaigns; SCENARIOS (default "limits single batch copy")
+# picks what runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +18,9 @@ BATCH_CONCURRENCY=${3:-16}
 DIR=${BENCH_DIR:-/tmp/rewardflow-bench}
 PORT=${BENCH_PORT:-18090}
 PG_PORT=${BENCH_PG_PORT:-54400}
+CAMPAIGNS=${CAMPAIGNS_PER_PRODUCT:-0}
+SCENARIOS=${SCENARIOS:-limits single batch copy}
+runs() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 scripts/setup.sh
 cargo build --release -p rewardflow -p rewardflow-load-tests >&2
@@ -35,13 +42,23 @@ load() { target/release/rewardflow-load "$@" --addr "127.0.0.1:$PORT" --jwt-secr
 
 echo "## machine"
 echo "cpus=$(nproc) model=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" memory=$(free -g | awk '/Mem:/{print $2}')GiB postgres=\"$(psql --version | cut -d' ' -f3)\""
-load setup >/dev/null
-echo "## limits"
-target/release/rewardflow-load limits echo --requests 300000 --concurrency "$SINGLE_CONCURRENCY"
-echo "## single-interaction requests"
-load run --mode single --interactions "$INTERACTIONS" --concurrency "$SINGLE_CONCURRENCY" --run-id single --seed 11 --database-url "$DATABASE_URL"
-echo "## batched requests (100 per request)"
-load run --mode batch --batch-size 100 --interactions "$INTERACTIONS" --concurrency "$BATCH_CONCURRENCY" --run-id batch --seed 12 --database-url "$DATABASE_URL"
-echo "## limits (PostgreSQL)"
-target/release/rewardflow-load limits copy --rows 1000000
+load setup --campaigns-per-product "$CAMPAIGNS" >/dev/null
+echo "campaigns_per_product=$CAMPAIGNS"
+if runs limits; then
+    echo "## limits"
+    target/release/rewardflow-load limits echo --requests 300000 --concurrency "$SINGLE_CONCURRENCY"
+fi
+if runs single; then
+    echo "## single-interaction requests"
+    load run --mode single --interactions "$INTERACTIONS" --concurrency "$SINGLE_CONCURRENCY" --run-id single --seed 11 --database-url "$DATABASE_URL"
+fi
+if runs batch; then
+    echo "## batched requests (100 per request)"
+    load run --mode batch --batch-size 100 --interactions "$INTERACTIONS" --concurrency "$BATCH_CONCURRENCY" --run-id batch --seed 12 --database-url "$DATABASE_URL"
+fi
+if runs copy; then
+    echo "## limits (PostgreSQL)"
+    target/release/rewardflow-load limits copy --rows 1000000
+fi
+psql "$DATABASE_URL" -Atc "SELECT 'rewards_stored=' || count(*) FROM rewards"
 psql "$DATABASE_URL" -Atc "SELECT 'rows_stored=' || count(*) FROM interactions"

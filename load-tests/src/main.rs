@@ -49,6 +49,10 @@ pub struct Target {
     /// Products in the scenario.
     #[arg(long, default_value_t = 1_000)]
     pub products: u32,
+    /// `setup` only: a bank and this many active campaigns per product (unlimited
+    /// budgets, fixed rewards, triggers spread over the interaction types).
+    #[arg(long, default_value_t = 0)]
+    pub campaigns_per_product: u32,
 }
 
 impl Target {

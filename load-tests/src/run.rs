@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use rewardflow::domain::ids::parse_address;
+use rewardflow::domain::ids::{parse_address, product_id_for_domain, to_hex};
 use rewardflow::domain::session_token;
 use serde_json::{Value, json};
 
@@ -77,6 +77,72 @@ pub async fn setup(target: &Target) -> anyhow::Result<()> {
     eprintln!(
         "products: {} in the scenario, {created} created now",
         target.products
+    );
+    if target.campaigns_per_product > 0 {
+        setup_campaigns(target, &token, &mut conn).await?;
+    }
+    Ok(())
+}
+
+const TRIGGERS: &[&str] = &[
+    "webshop.open",
+    "press.open_article",
+    "press.read_article",
+    "purchase.completed",
+    "purchase.started",
+    "referral.referred",
+    "referral.link_creation",
+    "retail.customer_meeting",
+];
+
+/// A bank and N active campaigns for every product of the scenario.
+async fn setup_campaigns(
+    target: &Target,
+    token: &str,
+    conn: &mut Connection,
+) -> anyhow::Result<()> {
+    let reward_token = "0x7070707070707070707070707070707070707070";
+    for i in 0..target.products {
+        let product = to_hex(product_id_for_domain(&product_domain(i)));
+        let bank = json!({"chain_id": 31337, "bank_address": format!("0x{:040x}", u64::from(i) + 1),
+            "token": reward_token, "symbol": "RWD", "decimals": 18});
+        let answer = conn
+            .post(
+                &format!("/v1/products/{product}/banks"),
+                Some(token),
+                Bytes::from(bank.to_string()),
+            )
+            .await?;
+        if answer.status != 201 && answer.status != 409 {
+            anyhow::bail!("bank of product {i}: HTTP {}", answer.status);
+        }
+        for c in 0..target.campaigns_per_product {
+            let campaign = json!({"name": format!("Campaign {c}"),
+                "trigger": TRIGGERS[c as usize % TRIGGERS.len()], "token": reward_token,
+                "reward": {"type": "fixed", "amount": "1000000000000000000"}});
+            let path = format!("/v1/products/{product}/campaigns");
+            let answer = conn
+                .post(&path, Some(token), Bytes::from(campaign.to_string()))
+                .await?;
+            anyhow::ensure!(
+                answer.status == 201,
+                "campaign of product {i}: HTTP {}",
+                answer.status
+            );
+            let created: Value = serde_json::from_slice(&answer.body)?;
+            let id = created["id"].as_i64().unwrap_or_default();
+            let path = format!("/v1/campaigns/{id}/activate");
+            let answer = conn.post(&path, Some(token), Bytes::new()).await?;
+            anyhow::ensure!(
+                answer.status == 200,
+                "activating campaign {id}: HTTP {}",
+                answer.status
+            );
+        }
+    }
+    eprintln!(
+        "campaigns: {} per product, active",
+        target.campaigns_per_product
     );
     Ok(())
 }

@@ -638,13 +638,15 @@ async fn earn(
                     amount: payout.amount,
                 });
             }
-            earned.users.push(UserReward {
-                campaign_id: campaign.id,
-                wallet: item.wallet,
-                interaction_id: *id,
-                amount: user_amount,
-                at: now,
-            });
+            if campaign.max_rewards_per_user.is_some() {
+                earned.users.push(UserReward {
+                    campaign_id: campaign.id,
+                    wallet: item.wallet,
+                    interaction_id: *id,
+                    amount: user_amount,
+                    at: now,
+                });
+            }
             earned.per_item[index].charges.push((campaign.id, charged));
             if campaign.is_exhausted() {
                 campaign.status = CampaignStatus::BudgetExhausted;

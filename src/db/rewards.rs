@@ -1,7 +1,7 @@
 //! rewards, and the budget and per-user counters they charge — written by the
 //! writer in the same transaction as the interactions that earned them.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use alloy::primitives::{Address, B256, U256};
 use chrono::{DateTime, Utc};
@@ -24,7 +24,8 @@ pub struct RewardRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// One rewarded interaction, for the acting wallet's per-campaign counter.
+/// One rewarded interaction, for the acting wallet's counter in a campaign with a
+/// per-user cap (the counter is what enforces the cap after a restart).
 #[derive(Debug, Clone)]
 pub struct UserReward {
     pub campaign_id: i64,
@@ -63,7 +64,9 @@ pub async fn record(
         .execute(&mut *conn)
         .await?;
 
-        let mut charges: HashMap<i64, U256> = HashMap::new();
+        // Two flush lanes may charge the same campaigns: lock them in id order
+        // first, so that they wait for each other instead of deadlocking.
+        let mut charges: BTreeMap<i64, U256> = BTreeMap::new();
         for reward in rewards {
             *charges.entry(reward.campaign_id).or_default() += reward.amount;
         }
@@ -71,6 +74,10 @@ pub async fn record(
             .into_iter()
             .map(|(id, a)| (id, a.to_string()))
             .unzip();
+        sqlx::query("SELECT 1 FROM campaigns WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
         sqlx::query(
             "UPDATE campaigns c SET used_budget = c.used_budget + d.amount::numeric, updated_at = now()
              FROM UNNEST($1::bigint[], $2::text[]) AS d(id, amount) WHERE c.id = d.id",
@@ -81,8 +88,9 @@ pub async fn record(
         .await?;
     }
     if !users.is_empty() {
-        // One row per (campaign, wallet): ON CONFLICT may not touch a row twice.
-        let mut counts: HashMap<(i64, Address), (i32, U256, DateTime<Utc>)> = HashMap::new();
+        // One row per (campaign, wallet) — ON CONFLICT may not touch a row twice —
+        // in key order, so concurrent lanes lock them in the same order.
+        let mut counts: BTreeMap<(i64, Address), (i32, U256, DateTime<Utc>)> = BTreeMap::new();
         for user in users {
             let entry =
                 counts
