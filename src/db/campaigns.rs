@@ -154,6 +154,34 @@ fn reward_columns(
     }
 }
 
+/// Binds a spec's columns, in the order both `insert` and `update_spec` use after
+/// their first two parameters.
+macro_rules! bind_spec {
+    ($query:expr, $spec:expr) => {{
+        let spec: &CampaignSpec = $spec;
+        let (kind, amount, min, max, beta) = reward_columns(&spec.reward);
+        $query
+            .bind(&spec.name)
+            .bind(&spec.description)
+            .bind(spec.trigger.as_str())
+            .bind(spec.requires_referral)
+            .bind(kind)
+            .bind(amount)
+            .bind(min)
+            .bind(max)
+            .bind(beta)
+            .bind(spec.user_bps as i32)
+            .bind(spec.deperdition_bps as i32)
+            .bind(i16::from(spec.max_depth))
+            .bind(spec.max_rewards_per_user.map(|n| n as i32))
+            .bind(spec.budget_cap.to_string())
+            .bind(spec.lockup_seconds as i64)
+            .bind(spec.starts_at)
+            .bind(spec.ends_at)
+            .bind(&spec.metadata)
+    }};
+}
+
 pub async fn insert(
     pool: &PgPool,
     product: B256,
@@ -161,8 +189,7 @@ pub async fn insert(
     spec: &CampaignSpec,
     created_by: Address,
 ) -> Result<CampaignRow, DbError> {
-    let (kind, amount, min, max, beta) = reward_columns(&spec.reward);
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = bind_spec!(sqlx::query_scalar(
         "INSERT INTO campaigns (product_id, bank_id, name, description, trigger, requires_referral,
             reward_type, reward_amount, reward_min, reward_max, reward_beta_bps, user_bps,
             deperdition_bps, max_depth, max_rewards_per_user, budget_cap, lockup_seconds,
@@ -172,25 +199,7 @@ pub async fn insert(
          RETURNING id",
     )
     .bind(product.as_slice())
-    .bind(bank_id)
-    .bind(&spec.name)
-    .bind(&spec.description)
-    .bind(spec.trigger.as_str())
-    .bind(spec.requires_referral)
-    .bind(kind)
-    .bind(amount)
-    .bind(min)
-    .bind(max)
-    .bind(beta)
-    .bind(spec.user_bps as i32)
-    .bind(spec.deperdition_bps as i32)
-    .bind(i16::from(spec.max_depth))
-    .bind(spec.max_rewards_per_user.map(|n| n as i32))
-    .bind(spec.budget_cap.to_string())
-    .bind(spec.lockup_seconds as i64)
-    .bind(spec.starts_at)
-    .bind(spec.ends_at)
-    .bind(&spec.metadata)
+    .bind(bank_id), spec)
     .bind(created_by.as_slice())
     .fetch_one(pool)
     .await?;
@@ -206,36 +215,20 @@ pub async fn update_spec(
     bank_id: i64,
     spec: &CampaignSpec,
 ) -> Result<Option<CampaignRow>, DbError> {
-    let (kind, amount, min, max, beta) = reward_columns(&spec.reward);
-    let updated = sqlx::query(
-        "UPDATE campaigns SET bank_id = $2, name = $3, description = $4, trigger = $5,
+    let updated = bind_spec!(
+        sqlx::query(
+            "UPDATE campaigns SET bank_id = $2, name = $3, description = $4, trigger = $5,
             requires_referral = $6, reward_type = $7, reward_amount = $8::numeric,
             reward_min = $9::numeric, reward_max = $10::numeric, reward_beta_bps = $11,
             user_bps = $12, deperdition_bps = $13, max_depth = $14, max_rewards_per_user = $15,
             budget_cap = $16::numeric, lockup_seconds = $17, starts_at = $18, ends_at = $19,
             metadata = $20, updated_at = now()
          WHERE id = $1 AND status <> 'deactivated'",
+        )
+        .bind(id)
+        .bind(bank_id),
+        spec
     )
-    .bind(id)
-    .bind(bank_id)
-    .bind(&spec.name)
-    .bind(&spec.description)
-    .bind(spec.trigger.as_str())
-    .bind(spec.requires_referral)
-    .bind(kind)
-    .bind(amount)
-    .bind(min)
-    .bind(max)
-    .bind(beta)
-    .bind(spec.user_bps as i32)
-    .bind(spec.deperdition_bps as i32)
-    .bind(i16::from(spec.max_depth))
-    .bind(spec.max_rewards_per_user.map(|n| n as i32))
-    .bind(spec.budget_cap.to_string())
-    .bind(spec.lockup_seconds as i64)
-    .bind(spec.starts_at)
-    .bind(spec.ends_at)
-    .bind(&spec.metadata)
     .execute(pool)
     .await?;
     if updated.rows_affected() == 0 {
