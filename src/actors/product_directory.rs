@@ -94,6 +94,14 @@ impl ProductRegistry {
             .sum()
     }
 
+    /// Replaces the configuration the front door checks (after a product PATCH),
+    /// so that the next request sees it.
+    pub fn update_config(&self, config: ProductConfig) {
+        if let Some(mut handle) = self.running.get_mut(&config.id) {
+            handle.config = Arc::new(config);
+        }
+    }
+
     /// The running actor of a product, if any (no spawning).
     pub fn get(&self, product: &B256) -> Option<ProductHandle> {
         self.running.get(product).map(|h| h.clone())

@@ -128,3 +128,79 @@ pub async fn load_config(pool: &PgPool, id: B256) -> Result<Option<ProductConfig
         }),
     )
 }
+
+/// Changes of `PATCH /v1/products/{id}`; `None` leaves a column as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProductChanges {
+    pub name: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub is_active: Option<bool>,
+}
+
+pub async fn update(pool: &PgPool, id: B256, changes: &ProductChanges) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE products SET name = COALESCE($2, name), metadata = COALESCE($3, metadata),
+            allowed_origins = COALESCE($4, allowed_origins), is_active = COALESCE($5, is_active),
+            updated_at = now()
+         WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id.as_slice())
+    .bind(&changes.name)
+    .bind(&changes.metadata)
+    .bind(&changes.allowed_origins)
+    .bind(changes.is_active)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AdministratorRow {
+    pub wallet: Vec<u8>,
+    pub roles: i32,
+    pub granted_by: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn administrators(pool: &PgPool, id: B256) -> Result<Vec<AdministratorRow>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT wallet, roles, granted_by, created_at FROM product_administrators
+         WHERE product_id = $1 ORDER BY created_at, wallet",
+    )
+    .bind(id.as_slice())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Grants `roles` (replacing earlier ones) to `wallet`.
+pub async fn grant(
+    pool: &PgPool,
+    id: B256,
+    wallet: Address,
+    roles: i32,
+    by: Address,
+) -> Result<AdministratorRow, DbError> {
+    Ok(sqlx::query_as(
+        "INSERT INTO product_administrators (product_id, wallet, roles, granted_by) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (product_id, wallet) DO UPDATE SET roles = EXCLUDED.roles, granted_by = EXCLUDED.granted_by
+         RETURNING wallet, roles, granted_by, created_at",
+    )
+    .bind(id.as_slice())
+    .bind(wallet.as_slice())
+    .bind(roles)
+    .bind(by.as_slice())
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Removes a wallet's roles; false if it had none.
+pub async fn revoke(pool: &PgPool, id: B256, wallet: Address) -> Result<bool, DbError> {
+    let done =
+        sqlx::query("DELETE FROM product_administrators WHERE product_id = $1 AND wallet = $2")
+            .bind(id.as_slice())
+            .bind(wallet.as_slice())
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -7,6 +7,32 @@ pub mod roles {
     pub const INTERACTION_MANAGER: i32 = 4;
     pub const ORACLE_UPDATER: i32 = 8;
     pub const ALL: i32 = ADMIN | CAMPAIGN_MANAGER | INTERACTION_MANAGER | ORACLE_UPDATER;
+
+    pub const NAMES: [(i32, &str); 4] = [
+        (ADMIN, "admin"),
+        (CAMPAIGN_MANAGER, "campaign_manager"),
+        (INTERACTION_MANAGER, "interaction_manager"),
+        (ORACLE_UPDATER, "oracle_updater"),
+    ];
+
+    /// The names of the bits set in `mask`.
+    pub fn names(mask: i32) -> Vec<&'static str> {
+        NAMES
+            .iter()
+            .filter(|(bit, _)| mask & bit != 0)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    /// The mask of role names; `None` if one is unknown.
+    pub fn mask(names: &[String]) -> Option<i32> {
+        names.iter().try_fold(0, |mask, name| {
+            NAMES
+                .iter()
+                .find(|(_, n)| n == name)
+                .map(|(bit, _)| mask | bit)
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,6 +192,21 @@ mod tests {
             &allowed,
             "https://shop.example"
         ));
+    }
+
+    #[test]
+    fn role_names_and_masks() {
+        assert_eq!(roles::names(roles::ALL).len(), 4);
+        assert_eq!(
+            roles::names(roles::CAMPAIGN_MANAGER),
+            vec!["campaign_manager"]
+        );
+        let names = vec!["admin".to_owned(), "oracle_updater".to_owned()];
+        assert_eq!(
+            roles::mask(&names),
+            Some(roles::ADMIN | roles::ORACLE_UPDATER)
+        );
+        assert_eq!(roles::mask(&["root".to_owned()]), None);
     }
 
     #[test]

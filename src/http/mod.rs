@@ -2,6 +2,7 @@
 //! knows no SQL: handlers call `db::*` functions and actors.
 
 mod access;
+mod administrators;
 mod auth;
 mod banks;
 pub mod body;
@@ -36,6 +37,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/products"),
     ("GET", "/v1/products"),
     ("GET", "/v1/products/{id}"),
+    ("PATCH", "/v1/products/{id}"),
+    ("GET", "/v1/products/{id}/administrators"),
+    ("POST", "/v1/products/{id}/administrators"),
+    ("DELETE", "/v1/products/{id}/administrators/{wallet}"),
     ("POST", "/v1/interactions"),
     ("GET", "/v1/products/{id}/banks"),
     ("POST", "/v1/products/{id}/banks"),
@@ -60,6 +65,8 @@ pub fn routes(
         .or(auth::routes(ctx.clone()))
         .unify()
         .or(products::routes(ctx.clone()))
+        .unify()
+        .or(administrators::routes(ctx.clone()))
         .unify()
         .or(banks::routes(ctx.clone()))
         .unify()

@@ -38,10 +38,16 @@ pub fn routes(
         .and_then(move |ctx, auth| respond(timeout, list(ctx, auth)));
     let get = warp::path!("v1" / "products" / String)
         .and(warp::get())
-        .and(with_ctx(ctx))
+        .and(with_ctx(ctx.clone()))
         .and(authorization())
         .and_then(move |id, ctx, auth| respond(timeout, get(ctx, auth, id)));
-    create.or(list).unify().or(get).unify()
+    let patch = warp::path!("v1" / "products" / String)
+        .and(warp::patch())
+        .and(with_ctx(ctx.clone()))
+        .and(authorization())
+        .and(super::body::limited(ctx.settings.server.body_limit_bytes))
+        .and_then(move |id, ctx, auth, body| respond(timeout, patch(ctx, auth, id, body)));
+    create.or(list).unify().or(get).unify().or(patch).unify()
 }
 
 #[derive(Deserialize)]
@@ -82,12 +88,6 @@ impl From<ProductRow> for ProductView {
         } else {
             row.allowed_origins
         };
-        let names = [
-            (roles::ADMIN, "admin"),
-            (roles::CAMPAIGN_MANAGER, "campaign_manager"),
-            (roles::INTERACTION_MANAGER, "interaction_manager"),
-            (roles::ORACLE_UPDATER, "oracle_updater"),
-        ];
         ProductView {
             id: to_hex(&row.id),
             domain: row.domain,
@@ -98,11 +98,7 @@ impl From<ProductRow> for ProductView {
             allowed_origins,
             is_active: row.is_active,
             webhook_platform: row.webhook_platform,
-            roles: names
-                .iter()
-                .filter(|(bit, _)| row.caller_roles & bit != 0)
-                .map(|(_, name)| *name)
-                .collect(),
+            roles: roles::names(row.caller_roles),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -192,4 +188,67 @@ async fn list(ctx: Arc<AppContext>, auth: Option<String>) -> Result<Response, Ap
         &serde_json::json!({ "products": products }),
         StatusCode::OK,
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchProduct {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    allowed_origins: Option<Vec<String>>,
+    #[serde(default)]
+    is_active: Option<bool>,
+}
+
+/// Owner or admin: name, metadata, allowed origins, active flag. The front door
+/// sees the change with the next request.
+async fn patch(
+    ctx: Arc<AppContext>,
+    auth: Option<String>,
+    id: String,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let session = authenticate(&ctx, auth.as_deref())?;
+    let id = parse_bytes32(&id).map_err(|e| ApiError::invalid("id", e))?;
+    super::access::require_role(&ctx, id, session.wallet, roles::ADMIN).await?;
+    let request: PatchProduct = parse_json(&body)?;
+    let mut errors = Vec::new();
+    let mut changes = db::products::ProductChanges {
+        is_active: request.is_active,
+        ..Default::default()
+    };
+    if let Some(name) = &request.name {
+        changes.name = product::validate_name(name)
+            .map_err(|e| errors.push(FieldError::new("name", e)))
+            .ok();
+    }
+    if let Some(origins) = &request.allowed_origins {
+        changes.allowed_origins = product::normalize_origins(origins)
+            .map_err(|e| errors.push(FieldError::new("allowed_origins", e)))
+            .ok();
+    }
+    if let Some(metadata) = request.metadata {
+        let metadata = serde_json::Value::Object(metadata);
+        if metadata.to_string().len() > MAX_METADATA_BYTES {
+            errors.push(FieldError::new(
+                "metadata",
+                format!("must be at most {MAX_METADATA_BYTES} bytes"),
+            ));
+        }
+        changes.metadata = Some(metadata);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    db::products::update(&ctx.pool, id, &changes).await?;
+    if let Some(config) = db::products::load_config(&ctx.pool, id).await? {
+        ctx.ingest.products.update_config(config);
+    }
+    let row = db::products::get_for(&ctx.pool, id, session.wallet)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such product".into()))?;
+    Ok(json_reply(&ProductView::from(row), StatusCode::OK))
 }

@@ -1,5 +1,6 @@
 //! Whole-app tests: real HTTP against the real service on a real PostgreSQL.
 
+mod administration;
 mod auth;
 mod campaigns;
 mod cli;
