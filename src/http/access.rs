@@ -26,3 +26,33 @@ pub async fn require_role(
     }
     Ok(row)
 }
+
+/// A product id from the path (422 naming `id` when malformed).
+pub fn product_id(id: &str) -> Result<B256, ApiError> {
+    crate::domain::ids::parse_bytes32(id).map_err(|e| ApiError::invalid("id", e))
+}
+
+/// A signed-in wallet acting on the product of the path.
+pub struct ProductAccess {
+    pub wallet: Address,
+    pub product: B256,
+    pub row: ProductRow,
+}
+
+/// The prelude of every business route on a product: the bearer token (401), the
+/// path id (422), the product (404) and one of `roles` on it (403).
+pub async fn authorize(
+    ctx: &AppContext,
+    auth: Option<&str>,
+    id: &str,
+    roles: i32,
+) -> Result<ProductAccess, ApiError> {
+    let session = super::auth::authenticate(ctx, auth)?;
+    let product = product_id(id)?;
+    let row = require_role(ctx, product, session.wallet, roles).await?;
+    Ok(ProductAccess {
+        wallet: session.wallet,
+        product,
+        row,
+    })
+}

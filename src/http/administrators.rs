@@ -10,14 +10,13 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::access::require_role;
-use super::auth::authenticate;
+use super::access::authorize;
 use super::body::parse_json;
 use super::problem::ApiError;
 use super::{authorization, json_reply, respond, with_ctx};
 use crate::app::AppContext;
 use crate::db::{self, products::AdministratorRow};
-use crate::domain::ids::{parse_address, parse_bytes32, to_hex};
+use crate::domain::ids::{parse_address, to_hex};
 use crate::domain::product::roles;
 
 pub fn routes(
@@ -57,9 +56,8 @@ async fn list(
     auth: Option<String>,
     id: String,
 ) -> Result<Response, ApiError> {
-    let session = authenticate(&ctx, auth.as_deref())?;
-    let product = parse_bytes32(&id).map_err(|e| ApiError::invalid("id", e))?;
-    let row = require_role(&ctx, product, session.wallet, roles::ALL).await?;
+    let access = authorize(&ctx, auth.as_deref(), &id, roles::ALL).await?;
+    let (product, row) = (access.product, access.row);
     let admins: Vec<Value> = db::products::administrators(&ctx.pool, product)
         .await?
         .iter()
@@ -84,9 +82,7 @@ async fn grant(
     id: String,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let session = authenticate(&ctx, auth.as_deref())?;
-    let product = parse_bytes32(&id).map_err(|e| ApiError::invalid("id", e))?;
-    let row = require_role(&ctx, product, session.wallet, roles::ADMIN).await?;
+    let access = authorize(&ctx, auth.as_deref(), &id, roles::ADMIN).await?;
     let request: Grant = parse_json(&body)?;
     let wallet = parse_address(&request.wallet).map_err(|e| ApiError::invalid("wallet", e))?;
     let mask = roles::mask(&request.roles)
@@ -97,13 +93,14 @@ async fn grant(
                 "one or more of admin, campaign_manager, interaction_manager, oracle_updater",
             )
         })?;
-    if wallet.as_slice() == row.owner_wallet.as_slice() {
+    if wallet.as_slice() == access.row.owner_wallet.as_slice() {
         return Err(ApiError::invalid(
             "wallet",
             "the owner already has every role",
         ));
     }
-    let granted = db::products::grant(&ctx.pool, product, wallet, mask, session.wallet).await?;
+    let granted =
+        db::products::grant(&ctx.pool, access.product, wallet, mask, access.wallet).await?;
     Ok(json_reply(&view(&granted), StatusCode::OK))
 }
 
@@ -113,9 +110,9 @@ async fn revoke(
     id: String,
     wallet: String,
 ) -> Result<Response, ApiError> {
-    let session = authenticate(&ctx, auth.as_deref())?;
-    let product = parse_bytes32(&id).map_err(|e| ApiError::invalid("id", e))?;
-    require_role(&ctx, product, session.wallet, roles::ADMIN).await?;
+    let product = authorize(&ctx, auth.as_deref(), &id, roles::ADMIN)
+        .await?
+        .product;
     let wallet = parse_address(&wallet).map_err(|e| ApiError::invalid("wallet", e))?;
     if !db::products::revoke(&ctx.pool, product, wallet).await? {
         return Err(ApiError::NotFound(

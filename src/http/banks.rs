@@ -8,15 +8,14 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::access::require_role;
-use super::auth::authenticate;
+use super::access::authorize;
 use super::body::parse_json;
 use super::problem::{ApiError, FieldError};
 use super::{authorization, json_reply, respond, with_ctx};
 use crate::app::AppContext;
 use crate::db::banks::{BankRow, NewBank};
 use crate::db::{self, DbError};
-use crate::domain::ids::{parse_address, parse_bytes32, to_hex};
+use crate::domain::ids::{parse_address, to_hex};
 use crate::domain::product::roles;
 
 pub fn routes(
@@ -79,9 +78,9 @@ async fn list(
     auth: Option<String>,
     id: String,
 ) -> Result<Response, ApiError> {
-    let session = authenticate(&ctx, auth.as_deref())?;
-    let product = parse_bytes32(&id).map_err(|e| ApiError::invalid("id", e))?;
-    require_role(&ctx, product, session.wallet, roles::ALL).await?;
+    let product = authorize(&ctx, auth.as_deref(), &id, roles::ALL)
+        .await?
+        .product;
     let banks: Vec<BankView> = db::banks::list(&ctx.pool, product)
         .await?
         .into_iter()
@@ -99,9 +98,9 @@ async fn create(
     id: String,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let session = authenticate(&ctx, auth.as_deref())?;
-    let product = parse_bytes32(&id).map_err(|e| ApiError::invalid("id", e))?;
-    require_role(&ctx, product, session.wallet, roles::ADMIN).await?;
+    let product = authorize(&ctx, auth.as_deref(), &id, roles::ADMIN)
+        .await?
+        .product;
     let request: CreateBank = parse_json(&body)?;
     let mut errors = Vec::new();
     if request.chain_id <= 0 {

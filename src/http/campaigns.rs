@@ -13,7 +13,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::access::require_role;
+use super::access::{authorize, product_id, require_role};
 use super::auth::authenticate;
 use super::body::parse_json;
 use super::problem::{ApiError, FieldError};
@@ -24,7 +24,7 @@ use crate::db::campaigns::CampaignRow;
 use crate::db::{self, banks::BankRow};
 use crate::domain::campaign::{CampaignStatus, RewardSpec, StatusAction, split, transition};
 use crate::domain::campaign_input::{CampaignInput, CampaignSpec, apply_patch};
-use crate::domain::ids::{parse_bytes32, to_hex};
+use crate::domain::ids::to_hex;
 use crate::domain::interaction::InteractionType;
 use crate::domain::product::roles;
 
@@ -113,10 +113,6 @@ fn notify(ctx: &AppContext, row: &CampaignRow) {
     }
 }
 
-fn product_id(id: &str) -> Result<B256, ApiError> {
-    parse_bytes32(id).map_err(|e| ApiError::invalid("id", e))
-}
-
 /// Validates a campaign and finds its bank (the product's bank for its token).
 async fn checked(
     ctx: &AppContext,
@@ -159,11 +155,10 @@ async fn create(
     id: String,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let session = authenticate(&ctx, auth.as_deref())?;
-    let product = product_id(&id)?;
-    require_role(&ctx, product, session.wallet, MANAGE).await?;
-    let (spec, bank) = checked(&ctx, product, parse_json(&body)?).await?;
-    let row = db::campaigns::insert(&ctx.pool, product, bank.id, &spec, session.wallet).await?;
+    let access = authorize(&ctx, auth.as_deref(), &id, MANAGE).await?;
+    let (spec, bank) = checked(&ctx, access.product, parse_json(&body)?).await?;
+    let row =
+        db::campaigns::insert(&ctx.pool, access.product, bank.id, &spec, access.wallet).await?;
     Ok(json_reply(&view(&row), StatusCode::CREATED))
 }
 
@@ -172,9 +167,9 @@ async fn list(
     auth: Option<String>,
     id: String,
 ) -> Result<Response, ApiError> {
-    let session = authenticate(&ctx, auth.as_deref())?;
-    let product = product_id(&id)?;
-    require_role(&ctx, product, session.wallet, roles::ALL).await?;
+    let product = authorize(&ctx, auth.as_deref(), &id, roles::ALL)
+        .await?
+        .product;
     let rows = db::campaigns::list(&ctx.pool, product).await?;
     let campaigns: Vec<Value> = rows.iter().map(view).collect();
     Ok(json_reply(

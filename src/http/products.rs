@@ -15,7 +15,7 @@ use super::{authorization, json_reply, respond, with_ctx};
 use crate::app::AppContext;
 use crate::db::products::{NewProduct, ProductRow};
 use crate::db::{self, DbError};
-use crate::domain::ids::{parse_bytes32, product_id_for_domain, to_hex};
+use crate::domain::ids::{product_id_for_domain, to_hex};
 use crate::domain::product::{self, roles};
 
 /// Largest accepted `metadata` object, serialized.
@@ -168,7 +168,7 @@ async fn create(
 
 async fn get(ctx: Arc<AppContext>, auth: Option<String>, id: String) -> Result<Response, ApiError> {
     let session = authenticate(&ctx, auth.as_deref())?;
-    let id = parse_bytes32(&id).map_err(|e| ApiError::invalid("id", e))?;
+    let id = super::access::product_id(&id)?;
     let row = db::products::get_for(&ctx.pool, id, session.wallet)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such product".into()))?;
@@ -211,9 +211,8 @@ async fn patch(
     id: String,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let session = authenticate(&ctx, auth.as_deref())?;
-    let id = parse_bytes32(&id).map_err(|e| ApiError::invalid("id", e))?;
-    super::access::require_role(&ctx, id, session.wallet, roles::ADMIN).await?;
+    let access = super::access::authorize(&ctx, auth.as_deref(), &id, roles::ADMIN).await?;
+    let (id, wallet) = (access.product, access.wallet);
     let request: PatchProduct = parse_json(&body)?;
     let mut errors = Vec::new();
     let mut changes = db::products::ProductChanges {
@@ -247,7 +246,7 @@ async fn patch(
     if let Some(config) = db::products::load_config(&ctx.pool, id).await? {
         ctx.ingest.products.update_config(config);
     }
-    let row = db::products::get_for(&ctx.pool, id, session.wallet)
+    let row = db::products::get_for(&ctx.pool, id, wallet)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such product".into()))?;
     Ok(json_reply(&ProductView::from(row), StatusCode::OK))
