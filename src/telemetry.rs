@@ -30,6 +30,15 @@ const ROW_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0,
 ];
 
+const PUSH_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1_800.0, 3_600.0,
+];
+
+const GAS_BUCKETS: &[f64] = &[
+    5_000.0, 7_500.0, 10_000.0, 15_000.0, 20_000.0, 25_000.0, 30_000.0, 40_000.0, 60_000.0,
+    100_000.0, 200_000.0,
+];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -52,6 +61,18 @@ pub const PRODUCT_ACTORS: &str = "rewardflow_product_actors";
 pub const REFERRALS_TOTAL: &str = "rewardflow_referrals_total";
 pub const REFERRAL_CACHE_LOOKUPS_TOTAL: &str = "rewardflow_referral_cache_lookups_total";
 pub const RATE_LIMITED_TOTAL: &str = "rewardflow_rate_limited_total";
+pub const REWARDS_OUTSTANDING: &str = "rewardflow_rewards_outstanding";
+pub const REWARDS_OLDEST_PENDING_AGE_SECONDS: &str = "rewardflow_rewards_oldest_pending_age_seconds";
+pub const PUSH_REWARDS_TOTAL: &str = "rewardflow_push_rewards_total";
+pub const PUSH_BATCHES_TOTAL: &str = "rewardflow_push_batches_total";
+pub const PUSH_DURATION_SECONDS: &str = "rewardflow_push_duration_seconds";
+pub const PUSH_GAS_PER_REWARD: &str = "rewardflow_push_gas_per_reward";
+pub const PUSH_ERRORS_TOTAL: &str = "rewardflow_push_errors_total";
+pub const CHAIN_CALLS_TOTAL: &str = "rewardflow_chain_calls_total";
+pub const INDEXER_HEAD_LAG_BLOCKS: &str = "rewardflow_indexer_head_lag_blocks";
+pub const INDEXER_BLOCK: &str = "rewardflow_indexer_block";
+pub const INDEXER_EVENTS_TOTAL: &str = "rewardflow_indexer_events_total";
+pub const INDEXER_REORGS_TOTAL: &str = "rewardflow_indexer_reorgs_total";
 
 pub const CATALOGUE: &[MetricDef] = &[
     MetricDef {
@@ -188,6 +209,102 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: "requests",
         help: "Requests refused with 429 by scope (wallet, ip).",
         labels: &["scope"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: REWARDS_OUTSTANDING,
+        kind: MetricKind::Gauge,
+        unit: "rewards",
+        help: "Rewards not yet on-chain, by status (pending, pushing) and token address, as the pusher last counted them.",
+        labels: &["status", "token"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: REWARDS_OLDEST_PENDING_AGE_SECONDS,
+        kind: MetricKind::Gauge,
+        unit: "seconds",
+        help: "Age of the oldest available pending reward per token (0 when none waits).",
+        labels: &["token"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: PUSH_REWARDS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "rewards",
+        help: "Reward rows confirmed on-chain, by token address.",
+        labels: &["token"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: PUSH_BATCHES_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "batches",
+        help: "Push batches finished, by token and outcome (confirmed, failed: reverted, expired: deadline passed unused).",
+        labels: &["token", "outcome"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: PUSH_DURATION_SECONDS,
+        kind: MetricKind::Histogram,
+        unit: "seconds",
+        help: "Time from a batch written to the ledger to its confirmation on-chain, by token.",
+        labels: &["token"],
+        buckets: PUSH_BUCKETS,
+    },
+    MetricDef {
+        name: PUSH_GAS_PER_REWARD,
+        kind: MetricKind::Histogram,
+        unit: "gas",
+        help: "Gas used by a confirmed pushRewards transaction divided by its recipients, by token.",
+        labels: &["token"],
+        buckets: GAS_BUCKETS,
+    },
+    MetricDef {
+        name: PUSH_ERRORS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "errors",
+        help: "Pusher errors by token and kind (rpc: node unreachable or refused, revert: the bank refused the batch, database).",
+        labels: &["token", "kind"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: CHAIN_CALLS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "calls",
+        help: "Manager transactions for campaigns (allocate_campaign_budget, deactivate_campaign) by outcome (ok, failed).",
+        labels: &["call", "outcome"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: INDEXER_HEAD_LAG_BLOCKS,
+        kind: MetricKind::Gauge,
+        unit: "blocks",
+        help: "Blocks between the chain head and the last block the indexer has stored.",
+        labels: &[],
+        buckets: &[],
+    },
+    MetricDef {
+        name: INDEXER_BLOCK,
+        kind: MetricKind::Gauge,
+        unit: "block",
+        help: "Last block the indexer has stored (confirmed).",
+        labels: &[],
+        buckets: &[],
+    },
+    MetricDef {
+        name: INDEXER_EVENTS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "events",
+        help: "MultiTokenPushPull events stored by the indexer, by event (RewardAdded, RewardClaimed).",
+        labels: &["event"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: INDEXER_REORGS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "reorgs",
+        help: "Reorganisations detected by the indexer (a stored block hash no longer on the chain); its events were rolled back.",
+        labels: &[],
         buckets: &[],
     },
     MetricDef {
