@@ -11,16 +11,20 @@ use ractor::{Actor, ActorRef};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
+use crate::actors::indexer::{self, Indexer, IndexerArgs};
 use crate::actors::maintenance::{self, Maintenance, MaintenanceArgs};
 use crate::actors::product_directory::{
     self, DirectoryArgs, DirectoryMsg, OpenError, ProductDirectory, ProductHandle, ProductRegistry,
     ProductTemplate,
 };
+use crate::actors::push_directory::{self, PushDirectory, PushDirectoryArgs};
 use crate::actors::referral::{self, Referral, ReferralArgs};
 use crate::actors::supervisor::{
     ActorSlot, ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg,
 };
 use crate::actors::writer::{self, Writer, WriterArgs, WriterGate};
+use crate::chain::push::Pushing;
+use crate::chain::{ChainContext, ChainSetupError};
 use crate::config::{ConfigError, Secret, Settings, resolve_jwt_secret};
 use crate::db::{self, DbError};
 use crate::limits::RateLimiter;
@@ -36,6 +40,8 @@ pub struct AppContext {
     pub jwt_secret: Secret,
     pub root: ActorRef<SupervisorMsg>,
     pub ingest: Ingest,
+    /// The node and keys; `None` when `chain.rpc_url` is empty.
+    pub chain: Option<Arc<ChainContext>>,
 }
 
 impl AppContext {
@@ -79,6 +85,8 @@ pub enum AppError {
         "the database has {0} unapplied migration(s) and database.migrate_on_start is false; run `rewardflow migrate`"
     )]
     PendingMigrations(usize),
+    #[error("chain: {0}")]
+    Chain(#[from] ChainSetupError),
     #[error("the actor system failed to start: {0}")]
     Actors(String),
     #[error("the actor system stopped unexpectedly (restart meltdown); see the logs")]
@@ -109,6 +117,7 @@ impl App {
             }
         }
         readiness.set_migrations_applied();
+        let chain = ChainContext::connect(&settings.chain).await?.map(Arc::new);
 
         let ingest = Ingest {
             products: Arc::new(ProductRegistry::default()),
@@ -116,7 +125,7 @@ impl App {
             limiter: Arc::new(RateLimiter::new(&settings.rate_limit)),
             gate: Arc::new(WriterGate::new(settings.ingest.writer_max_pending_rows)),
         };
-        let children = children(&settings, &pool, &readiness, &ingest);
+        let children = children(&settings, &pool, &readiness, &ingest, chain.as_deref());
         let (root, root_join) = Actor::spawn(
             None,
             Supervisor,
@@ -138,6 +147,7 @@ impl App {
             jwt_secret,
             root,
             ingest,
+            chain,
         });
         Ok(Self { ctx, root_join })
     }
@@ -200,6 +210,7 @@ fn children(
     pool: &PgPool,
     readiness: &Arc<Readiness>,
     ingest: &Ingest,
+    chain: Option<&ChainContext>,
 ) -> Vec<ChildSpec> {
     let s = &settings.ingest;
     let maintenance_args = MaintenanceArgs {
@@ -209,12 +220,14 @@ fn children(
         products: ingest.products.clone(),
         limiter: ingest.limiter.clone(),
     };
+    let push_slot = ActorSlot::default();
     let writer_args = WriterArgs {
         pool: pool.clone(),
         gate: ingest.gate.clone(),
         max_batch_rows: s.writer_max_batch_rows as usize,
         flush_concurrency: s.writer_flush_concurrency as usize,
         retry_interval: Duration::from_millis(s.writer_retry_interval_ms),
+        pushers: push_slot.clone(),
     };
     let referral_args = ReferralArgs {
         pool: pool.clone(),
@@ -236,7 +249,7 @@ fn children(
                 + Duration::from_secs(5),
         },
     };
-    vec![
+    let mut children = vec![
         ChildSpec::new(maintenance::KIND, Maintenance, move || {
             maintenance_args.clone()
         }),
@@ -258,7 +271,42 @@ fn children(
             move || directory_args.clone(),
             ingest.directory.clone(),
         ),
-    ]
+    ];
+    if let Some(chain) = chain {
+        let push_args = PushDirectoryArgs {
+            template: Pushing {
+                pool: pool.clone(),
+                chain: chain.chain.clone(),
+                distributor: chain.distributor.clone(),
+                manager: chain.manager.clone(),
+                token: alloy::primitives::Address::ZERO,
+                settings: Arc::new(settings.chain.clone()),
+            },
+            policy: RestartPolicy::from(&settings.supervisor),
+        };
+        children.push(ChildSpec::published(
+            push_directory::KIND,
+            PushDirectory,
+            move || push_args.clone(),
+            push_slot,
+        ));
+        if let Some(contract) = chain.push_pull {
+            let c = &settings.chain;
+            let indexer_args = IndexerArgs {
+                pool: pool.clone(),
+                chain: chain.chain.clone(),
+                contract,
+                confirmations: c.confirmations,
+                from_block: c.indexer_from_block,
+                max_block_range: c.indexer_max_block_range,
+                poll_interval: Duration::from_millis(c.indexer_poll_interval_ms),
+            };
+            children.push(ChildSpec::new(indexer::KIND, Indexer, move || {
+                indexer_args.clone()
+            }));
+        }
+    }
+    children
 }
 
 /// Builds and serves: what `rewardflow serve` does.

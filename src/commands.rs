@@ -29,6 +29,8 @@ pub enum CommandError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("dev chain: {0}")]
+    DevChain(#[from] crate::dev::DevChainError),
     #[error("--wallet {0}")]
     Wallet(ids::IdError),
 }
@@ -61,18 +63,43 @@ pub async fn dev(mut settings: Settings) -> Result<(), CommandError> {
     // Locally, every request comes from the same address.
     settings.rate_limit.per_ip_per_hour = 0;
     println!("DATABASE_URL={}", settings.database.url.expose());
-    let listener = bind(&settings).await?;
-    let result = match App::build(settings).await {
-        Ok(app) => {
-            announce(&listener);
-            app.serve(listener, shutdown_signal()).await
-        }
-        Err(err) => Err(err),
-    };
+    let result = dev_serve(settings).await;
     if let Some(cluster) = cluster
         && let Err(err) = cluster.stop().await
     {
         tracing::warn!(error = %err, "stopping the dev PostgreSQL cluster failed");
+    }
+    result
+}
+
+/// The chain part of `dev` (anvil, contracts, demo data), then the service.
+async fn dev_serve(mut settings: Settings) -> Result<(), CommandError> {
+    let node = crate::dev::start_chain(&mut settings).await?;
+    let listener = bind(&settings).await?;
+    let app = App::build(settings).await?;
+    if let Some((node, deployment)) = &node {
+        let ctx = app.context();
+        let chain_id = ctx.chain.as_ref().map_or(0, |c| c.chain.chain_id);
+        let demo = crate::dev::register_demo(&ctx.pool, chain_id, deployment).await?;
+        println!("RPC_URL={}", node.rpc_url());
+        println!("MULTI_TOKEN_PUSH_PULL={}", deployment.multi_token_push_pull);
+        println!("DEMO_PRODUCT_ID={}", demo.product);
+        println!("DEMO_CAMPAIGN_ID={}", demo.campaign_id);
+        println!("DEMO_TOKEN={}", deployment.token);
+        if let Ok(addr) = listener.local_addr() {
+            println!(
+                "# send a purchase (rewards reach the chain within seconds; see GET /v1/wallets/{{wallet}}/rewards):\n\
+                 #   T=$(rewardflow token --wallet {owner}); curl -s -H \"Authorization: Bearer $T\" \\\n\
+                 #     -d '{{\"product_id\":\"{product}\",\"type\":\"purchase.completed\",\"data\":{{\"order_id\":\"o1\"}}}}' http://{addr}/v1/interactions",
+                owner = demo.owner,
+                product = demo.product,
+            );
+        }
+    }
+    announce(&listener);
+    let result = app.serve(listener, shutdown_signal()).await;
+    if let Some((node, _)) = node {
+        tokio::task::spawn_blocking(move || node.stop()).await.ok();
     }
     Ok(result?)
 }

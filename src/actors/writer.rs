@@ -19,6 +19,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::product::ProductMsg;
+use super::push_directory::PushDirectoryMsg;
+use super::supervisor::ActorSlot;
 use crate::db::interactions::{InteractionRow, insert_batch};
 use crate::db::rewards::{self, RewardRow, UserReward};
 use crate::db::{self, DbError};
@@ -129,6 +131,8 @@ pub struct WriterArgs {
     pub max_batch_rows: usize,
     pub flush_concurrency: usize,
     pub retry_interval: Duration,
+    /// Told after each commit how many rewards of each token it wrote.
+    pub pushers: ActorSlot<PushDirectoryMsg>,
 }
 
 pub struct WriterState {
@@ -171,7 +175,7 @@ impl Actor for Writer {
     ) -> Result<(), ActorProcessingErr> {
         let sets: Vec<WriteSet> = state.buffer.drain(..).collect();
         if !sets.is_empty() {
-            flush(&state.args.pool, sets).await;
+            flush(&state.args.pool, &state.args.pushers, sets).await;
         }
         Ok(())
     }
@@ -229,9 +233,10 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
         }
         state.lanes_busy += 1;
         let pool = state.args.pool.clone();
+        let pushers = state.args.pushers.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
-            let database_down = flush(&pool, sets).await;
+            let database_down = flush(&pool, &pushers, sets).await;
             let _ = myself.cast(WriterMsg::FlushDone {
                 rows: rows as u64,
                 database_down,
@@ -243,7 +248,11 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
 /// Writes the sets in one transaction and tells each product actor the outcome.
 /// A batch refused for a non-retryable reason is retried set by set, so one bad
 /// write set cannot fail the others. Returns whether the database looks down.
-async fn flush(pool: &PgPool, sets: Vec<WriteSet>) -> bool {
+async fn flush(
+    pool: &PgPool,
+    pushers: &ActorSlot<PushDirectoryMsg>,
+    sets: Vec<WriteSet>,
+) -> bool {
     let mut owners = Vec::with_capacity(sets.len());
     let mut batch = Batch::default();
     for set in sets {
@@ -256,6 +265,7 @@ async fn flush(pool: &PgPool, sets: Vec<WriteSet>) -> bool {
     }
     match write(pool, &batch).await {
         Ok(skipped) => {
+            notify_pushers(pushers, &batch.rewards);
             let mut start = 0;
             for (product, tag, (count, ..), _) in owners {
                 let mine: HashMap<Uuid, Option<Uuid>> = batch.rows[start..start + count]
@@ -295,13 +305,32 @@ async fn flush(pool: &PgPool, sets: Vec<WriteSet>) -> bool {
                     users: users.by_ref().take(user_count).collect(),
                     exhausted,
                 };
-                if Box::pin(flush(pool, vec![set])).await {
+                if Box::pin(flush(pool, pushers, vec![set])).await {
                     return true;
                 }
             }
             false
         }
     }
+}
+
+/// Tells the pushers how many rewards of each token were committed (a hint: a
+/// pusher holding `max_batch` of them pushes before its interval).
+fn notify_pushers(pushers: &ActorSlot<PushDirectoryMsg>, rewards: &[RewardRow]) {
+    if rewards.is_empty() {
+        return;
+    }
+    let Some(directory) = pushers.get() else {
+        return;
+    };
+    let mut counts: Vec<(alloy::primitives::Address, u64)> = Vec::new();
+    for reward in rewards {
+        match counts.iter_mut().find(|(t, _)| *t == reward.token) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((reward.token, 1)),
+        }
+    }
+    let _ = directory.cast(PushDirectoryMsg::Committed(counts));
 }
 
 /// One transaction: the interactions, then the rewards of those actually inserted

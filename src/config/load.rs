@@ -10,7 +10,11 @@ use toml::{Table, Value};
 use super::{ENV_PREFIX, Settings};
 
 /// Keys that hold secrets and may only come from the environment (or a `*_file` key).
-const ENV_ONLY_KEYS: &[&str] = &["auth.jwt_secret"];
+const ENV_ONLY_KEYS: &[&str] = &[
+    "auth.jwt_secret",
+    "chain.distributor_key",
+    "chain.manager_key",
+];
 
 /// Where the configuration comes from. Tests build one by hand, so they never need
 /// to mutate the process environment.

@@ -2,6 +2,7 @@
 //! environment → CLI flags (see `load.rs`). Every key is documented in the
 //! repository's `config.toml`, with its unit in its name.
 
+mod chain;
 mod load;
 mod secret;
 
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use chain::{ChainSettings, resolve_key};
 pub use load::{ConfigError, ConfigSource, Override};
 pub use secret::{Secret, resolve_jwt_secret};
 
@@ -28,6 +30,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub supervisor: SupervisorSettings,
     pub telemetry: TelemetrySettings,
+    pub chain: ChainSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +94,17 @@ pub struct DevSettings {
     /// Server settings (`name=value`) for the dev cluster: sizing for a write-heavy
     /// service. Durability settings (fsync, synchronous_commit) are left on.
     pub postgres_settings: Vec<String>,
+    /// The anvil binary `rewardflow dev` starts when `chain.rpc_url` is empty.
+    pub anvil_bin: PathBuf,
+    /// Port of the dev anvil node (on 127.0.0.1).
+    pub anvil_port: u16,
+    /// Seconds between blocks of the dev anvil node.
+    pub anvil_block_time_secs: u64,
+    /// The deploy script `rewardflow dev` runs against its anvil node.
+    pub deploy_script: PathBuf,
+    /// `chain.push_interval_ms` under `rewardflow dev`: rewards show up on-chain
+    /// within seconds.
+    pub push_interval_ms: u64,
 }
 
 impl Default for DevSettings {
@@ -106,6 +120,11 @@ impl Default for DevSettings {
                 "wal_buffers=64MB".into(),
                 "max_connections=200".into(),
             ],
+            anvil_bin: PathBuf::from("contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"),
+            anvil_port: 8545,
+            anvil_block_time_secs: 1,
+            deploy_script: PathBuf::from("contracts/scripts/deploy.sh"),
+            push_interval_ms: 3_000,
         }
     }
 }
@@ -312,6 +331,7 @@ impl Settings {
                 "must list at least one host",
             ));
         }
+        self.chain.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
             return Err(ConfigError::invalid(
                 "telemetry.log_level",

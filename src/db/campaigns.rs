@@ -43,6 +43,9 @@ pub struct CampaignRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub token_address: Vec<u8>,
+    pub chain_state: String,
+    pub chain_error: Option<String>,
+    pub chain_synced_at: Option<DateTime<Utc>>,
 }
 
 macro_rules! select_campaigns {
@@ -53,7 +56,8 @@ macro_rules! select_campaigns {
                 c.reward_beta_bps, c.user_bps, c.deperdition_bps, c.max_depth,
                 c.max_rewards_per_user, c.budget_cap::text AS budget_cap,
                 c.used_budget::text AS used_budget, c.lockup_seconds, c.starts_at, c.ends_at,
-                c.status, c.metadata, c.created_by, c.created_at, c.updated_at, b.token_address
+                c.status, c.metadata, c.created_by, c.created_at, c.updated_at, b.token_address,
+                c.chain_state, c.chain_error, c.chain_synced_at
          FROM campaigns c JOIN product_banks b ON b.id = c.bank_id "
     };
 }
@@ -222,7 +226,9 @@ pub async fn update_spec(
             reward_min = $9::numeric, reward_max = $10::numeric, reward_beta_bps = $11,
             user_bps = $12, deperdition_bps = $13, max_depth = $14, max_rewards_per_user = $15,
             budget_cap = $16::numeric, lockup_seconds = $17, starts_at = $18, ends_at = $19,
-            metadata = $20, updated_at = now()
+            metadata = $20, updated_at = now(),
+            chain_state = CASE WHEN chain_state = 'allocated' AND budget_cap <> $16::numeric
+                THEN 'allocate' ELSE chain_state END
          WHERE id = $1 AND status <> 'deactivated'",
         )
         .bind(id)
@@ -245,7 +251,15 @@ pub async fn set_status(
     to: CampaignStatus,
 ) -> Result<Option<CampaignRow>, DbError> {
     let updated = sqlx::query(
-        "UPDATE campaigns SET status = $3, updated_at = now() WHERE id = $1 AND status = $2",
+        // Activation (re)allocates the budget on the bank; deactivation releases it
+        // there once the campaign's rewards are pushed (see db::push).
+        "UPDATE campaigns SET status = $3, updated_at = now(),
+            chain_state = CASE
+                WHEN $3 = 'active' THEN 'allocate'
+                WHEN $3 = 'deactivated' AND chain_state = 'allocated' THEN 'deactivate'
+                WHEN $3 = 'deactivated' AND chain_state = 'allocate' THEN 'none'
+                ELSE chain_state END
+         WHERE id = $1 AND status = $2",
     )
     .bind(id)
     .bind(from.as_str())

@@ -4,9 +4,11 @@
 pub mod auth_nonces;
 pub mod banks;
 pub mod campaigns;
+pub mod chain_events;
 pub mod interactions;
 pub mod local_cluster;
 pub mod products;
+pub mod push;
 pub mod rewards;
 
 use std::time::Duration;

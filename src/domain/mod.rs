@@ -6,6 +6,7 @@ pub mod campaign_input;
 pub mod ids;
 pub mod interaction;
 pub mod product;
+pub mod push;
 pub mod rate_limit;
 pub mod referral;
 pub mod session_token;

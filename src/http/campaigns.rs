@@ -22,6 +22,7 @@ use crate::actors::product::ProductMsg;
 use crate::app::AppContext;
 use crate::db::campaigns::CampaignRow;
 use crate::db::{self, banks::BankRow};
+use crate::domain::push::onchain_campaign_id;
 use crate::domain::campaign::{CampaignStatus, RewardSpec, StatusAction, split, transition};
 use crate::domain::campaign_input::{CampaignInput, CampaignSpec, apply_patch};
 use crate::domain::ids::to_hex;
@@ -97,6 +98,18 @@ fn view(row: &CampaignRow) -> Value {
         map.insert("status".into(), json!(row.status));
         map.insert("used_budget".into(), json!(row.used_budget));
         map.insert("remaining_budget".into(), json!(remaining));
+        map.insert(
+            "onchain_id".into(),
+            json!(onchain_campaign_id(row.external_id).to_string()),
+        );
+        map.insert(
+            "chain".into(),
+            json!({
+                "state": row.chain_state,
+                "error": row.chain_error,
+                "synced_at": row.chain_synced_at,
+            }),
+        );
         map.insert("created_by".into(), json!(to_hex(&row.created_by)));
         map.insert("created_at".into(), json!(row.created_at));
         map.insert("updated_at".into(), json!(row.updated_at));

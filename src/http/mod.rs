@@ -11,6 +11,7 @@ mod interactions;
 mod ops;
 pub mod problem;
 mod products;
+mod wallets;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -53,6 +54,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/campaigns/{id}/pause"),
     ("POST", "/v1/campaigns/{id}/deactivate"),
     ("GET", "/v1/campaigns/{id}/stats"),
+    ("GET", "/v1/wallets/{address}/rewards"),
+    ("GET", "/v1/wallets/{address}/history"),
 ];
 
 /// The whole API, with rejections rendered as problem+json and every response
@@ -70,7 +73,9 @@ pub fn routes(
         .unify()
         .or(banks::routes(ctx.clone()))
         .unify()
-        .or(campaigns::routes(ctx))
+        .or(campaigns::routes(ctx.clone()))
+        .unify()
+        .or(wallets::routes(ctx))
         .unify();
     ops.or(api)
         .unify()

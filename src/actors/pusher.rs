@@ -1,0 +1,171 @@
+//! One pusher per (chain, token): every `push_interval`, or as soon as the writer
+//! has committed `max_batch` rewards of its token, it tells banks about campaign
+//! changes, moves unfinished batches on (confirm, expire, re-send), then writes,
+//! signs and sends new batches (SPEC §7). While batches are in flight it looks at
+//! them again every second. Its state is the ledger: a restarted pusher reconciles
+//! from PostgreSQL and the chain before anything else.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::chain::push::{Progress, PushError, Pushing};
+use crate::db::push as ledger;
+use crate::telemetry;
+
+pub const KIND: &str = "pusher";
+
+/// Batches of one pusher in flight at once; more work waits for the next round.
+const MAX_IN_FLIGHT: usize = 64;
+/// How often in-flight batches are looked at again.
+const FOLLOW_UP: Duration = Duration::from_secs(1);
+
+pub enum PusherMsg {
+    /// A full round.
+    Tick,
+    /// Only the batches in flight.
+    FollowUp,
+    /// The writer committed this many rewards of the token.
+    Committed(u64),
+}
+
+pub struct PusherState {
+    steps: Pushing,
+    buffered: u64,
+    /// Per bank: no new batches before this instant; consecutive failures.
+    backoff: HashMap<i64, (Instant, u32)>,
+    follow_up_scheduled: bool,
+    _ticker: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct Pusher;
+
+impl Actor for Pusher {
+    type Msg = PusherMsg;
+    type State = PusherState;
+    type Arguments = Pushing;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        steps: Pushing,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let interval = Duration::from_millis(steps.settings.push_interval_ms);
+        let ticker = myself.send_interval(interval, || PusherMsg::Tick);
+        // Reconcile what a predecessor left unfinished right away.
+        myself.cast(PusherMsg::Tick)?;
+        Ok(PusherState {
+            steps,
+            buffered: 0,
+            backoff: HashMap::new(),
+            follow_up_scheduled: false,
+            _ticker: ticker,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let full_round = match message {
+            PusherMsg::Tick => true,
+            PusherMsg::FollowUp => {
+                state.follow_up_scheduled = false;
+                false
+            }
+            PusherMsg::Committed(n) => {
+                state.buffered += n;
+                if state.buffered < state.steps.settings.max_batch {
+                    return Ok(());
+                }
+                true
+            }
+        };
+        let in_flight = match round(state, full_round).await {
+            Ok(in_flight) => in_flight,
+            Err(err) => {
+                metrics::counter!(telemetry::PUSH_ERRORS_TOTAL,
+                    "token" => state.steps.token.to_string().to_lowercase(), "kind" => err.kind())
+                .increment(1);
+                tracing::warn!(token = %state.steps.token, error = %err, "push round failed; retrying later");
+                // Whatever is unfinished is picked up by the next round.
+                0
+            }
+        };
+        if in_flight > 0 && !state.follow_up_scheduled {
+            state.follow_up_scheduled = true;
+            myself.send_after(FOLLOW_UP, || PusherMsg::FollowUp);
+        }
+        Ok(())
+    }
+}
+
+/// One round; returns how many batches are still in flight.
+async fn round(state: &mut PusherState, full: bool) -> Result<usize, PushError> {
+    let steps = state.steps.clone();
+    if full {
+        state.buffered = 0;
+        steps.sync_campaigns().await?;
+    }
+    let mut in_flight = 0;
+    for batch in ledger::unfinished(&steps.pool, steps.chain.chain_id, steps.token).await? {
+        let progress = steps.advance(&batch).await?;
+        in_flight += settle(state, batch.bank_id, &progress);
+    }
+    if full {
+        let now = Instant::now();
+        state.backoff.retain(|_, (until, _)| *until > now);
+        'campaigns: for work in steps.work().await? {
+            if state.backoff.contains_key(&work.bank_id) {
+                continue;
+            }
+            while in_flight < MAX_IN_FLIGHT {
+                let Some(batch) = steps.prepare(&work).await? else {
+                    break;
+                };
+                let progress = steps.advance(&batch).await?;
+                let flying = settle(state, work.bank_id, &progress);
+                in_flight += flying;
+                if flying == 0 && !matches!(progress, Progress::Confirmed { .. }) {
+                    continue 'campaigns;
+                }
+            }
+        }
+        steps.publish_outstanding().await?;
+    }
+    Ok(in_flight)
+}
+
+/// Books a batch's progress: a refused or failed batch backs its bank off.
+/// Returns 1 if the batch is still in flight.
+fn settle(state: &mut PusherState, bank: i64, progress: &Progress) -> usize {
+    match progress {
+        Progress::InFlight => 1,
+        Progress::Confirmed { .. } => {
+            state.backoff.remove(&bank);
+            0
+        }
+        Progress::Abandoned { status: "expired", .. } => 0,
+        Progress::Abandoned { reason, .. } | Progress::Refused { reason } => {
+            let settings = &state.steps.settings;
+            let failures = state.backoff.get(&bank).map_or(0, |(_, n)| *n) + 1;
+            let delay = settings
+                .failure_backoff_initial_ms
+                .saturating_mul(1 << (failures - 1).min(20))
+                .min(settings.failure_backoff_max_ms);
+            state.backoff.insert(
+                bank,
+                (Instant::now() + Duration::from_millis(delay), failures),
+            );
+            metrics::counter!(telemetry::PUSH_ERRORS_TOTAL,
+                "token" => state.steps.token.to_string().to_lowercase(), "kind" => "revert")
+            .increment(1);
+            tracing::warn!(bank, reason, delay_ms = delay, "bank refused a batch; backing off");
+            usize::from(matches!(progress, Progress::Refused { .. }))
+        }
+    }
+}

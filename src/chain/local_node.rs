@@ -1,0 +1,152 @@
+//! A local anvil node (installed from npm with the contracts' toolchain), for
+//! `rewardflow dev` and the test harness. It runs under a guardian shell that stops
+//! it (gracefully: anvil then writes its state file) when this process lets go of
+//! the guardian's stdin — also when this process is killed.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("anvil not found at {0} (run scripts/setup.sh, or set dev.anvil_bin)")]
+    NotFound(PathBuf),
+    #[error("{step}: {source}")]
+    Io {
+        step: &'static str,
+        source: std::io::Error,
+    },
+    #[error("anvil did not answer on port {port} within {secs} s")]
+    Timeout { port: u16, secs: u64 },
+}
+
+pub struct LocalNode {
+    guardian: Option<Child>,
+    pub port: u16,
+}
+
+/// Options of a local node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// 0: a free port.
+    pub port: u16,
+    /// Seconds between blocks; `None`: a block per transaction.
+    pub block_time_secs: Option<u64>,
+    /// Chain state loaded at start and written at exit.
+    pub state_file: Option<PathBuf>,
+}
+
+impl LocalNode {
+    pub fn start(bin: &Path, options: &NodeOptions) -> Result<Self, NodeError> {
+        if !bin.is_file() {
+            return Err(NodeError::NotFound(bin.to_owned()));
+        }
+        let port = if options.port == 0 {
+            free_port()?
+        } else {
+            options.port
+        };
+        let mut args = vec![
+            "--host".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--port".to_owned(),
+            port.to_string(),
+            "--silent".to_owned(),
+        ];
+        if let Some(secs) = options.block_time_secs {
+            args.extend(["--block-time".to_owned(), secs.to_string()]);
+        }
+        if let Some(state) = &options.state_file {
+            args.extend(["--state".to_owned(), state.display().to_string()]);
+        }
+        // The guardian: starts anvil, says so, and stops it when stdin closes.
+        let script = r#"
+"$@" </dev/null &
+pid=$!
+echo started
+read _ignored || true
+kill -TERM "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+"#;
+        let mut guardian = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("anvil-guardian")
+            .arg(bin)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| NodeError::Io {
+                step: "starting anvil",
+                source,
+            })?;
+        let stdout = guardian.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|source| NodeError::Io {
+                step: "starting anvil",
+                source,
+            })?;
+        let node = Self {
+            guardian: Some(guardian),
+            port,
+        };
+        node.wait_ready(Duration::from_secs(30))?;
+        Ok(node)
+    }
+
+    pub fn rpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&self, within: Duration) -> Result<(), NodeError> {
+        let deadline = Instant::now() + within;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(NodeError::Timeout {
+            port: self.port,
+            secs: within.as_secs(),
+        })
+    }
+
+    /// Stops anvil and waits for it (and its state file) to be done.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut guardian) = self.guardian.take() {
+            drop(guardian.stdin.take());
+            let _ = guardian.wait();
+        }
+    }
+}
+
+impl Drop for LocalNode {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn free_port() -> Result<u16, NodeError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| NodeError::Io {
+        step: "finding a free port",
+        source,
+    })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| NodeError::Io {
+            step: "finding a free port",
+            source,
+        })
+}

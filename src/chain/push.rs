@@ -1,0 +1,363 @@
+//! The steps of one batch's life (SPEC §7) against the ledger and the node. The
+//! pusher actor drives them; each step is idempotent and leaves the ledger in a
+//! state that [`Pushing::advance`] can pick up after any crash.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
+use chrono::Utc;
+use sqlx::PgPool;
+
+use super::contracts::ProductBank;
+use super::{Chain, ChainError, Sender};
+use crate::config::ChainSettings;
+use crate::db::push::{self as ledger, BatchRow, CampaignSync, PushWork};
+use crate::db::DbError;
+use crate::domain::push::{self, PushRewards, Reconcile};
+use crate::telemetry;
+
+/// A batch sent this long ago without a receipt is sent again (same signature).
+const RESEND_AFTER: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl PushError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Chain(err) => err.kind(),
+            Self::Db(_) => "database",
+        }
+    }
+}
+
+/// Where a batch stands after [`Pushing::advance`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// In the chain's hands: sent, or mined and waiting for confirmations.
+    InFlight,
+    /// Final: its rewards are `pushed`.
+    Confirmed { rewards: u64 },
+    /// Never paid; its rewards are `pending` again.
+    Abandoned { status: &'static str, reason: String },
+    /// The bank refused it and it may have been broadcast before: it waits for its
+    /// deadline (then expires) or for its nonce to show up used.
+    Refused { reason: String },
+}
+
+/// One token's pushing: the ledger, the node, the keys.
+#[derive(Clone)]
+pub struct Pushing {
+    pub pool: PgPool,
+    pub chain: Chain,
+    pub distributor: Arc<Sender>,
+    pub manager: Option<Arc<Sender>>,
+    pub token: Address,
+    pub settings: Arc<ChainSettings>,
+}
+
+impl Pushing {
+    fn token_label(&self) -> String {
+        self.token.to_string().to_lowercase()
+    }
+
+    /// Campaigns with rewards to push now.
+    pub async fn work(&self) -> Result<Vec<PushWork>, PushError> {
+        Ok(ledger::work(&self.pool, self.chain.chain_id, self.token).await?)
+    }
+
+    /// Step 1: a batch of up to one transaction's recipients, written and marked.
+    pub async fn prepare(&self, work: &PushWork) -> Result<Option<BatchRow>, PushError> {
+        let head = self.chain.head().await?;
+        let deadline = Utc::now() + chrono::Duration::seconds(self.settings.batch_ttl_secs as i64);
+        Ok(ledger::create_batch(
+            &self.pool,
+            work,
+            self.token,
+            self.settings.recipients_per_tx(),
+            deadline,
+            head,
+        )
+        .await?)
+    }
+
+    /// The batch as signed: its recipients come back from the ledger in wallet order.
+    pub async fn payload(&self, batch: &BatchRow) -> Result<PushRewards, PushError> {
+        let rewards = ledger::recipients(&self.pool, batch.id).await?;
+        Ok(PushRewards {
+            campaignId: push::onchain_campaign_id(batch.external_id),
+            token: batch.token(),
+            rewards,
+            nonce: batch.nonce(),
+            deadline: U256::from(batch.deadline.timestamp().max(0) as u64),
+        })
+    }
+
+    /// Step 2: the signature, kept in the ledger (the same one is re-sent later).
+    pub async fn sign(&self, batch: &BatchRow, payload: &PushRewards) -> Result<Bytes, PushError> {
+        if let Some(signature) = &batch.signature {
+            return Ok(Bytes::from(signature.clone()));
+        }
+        let domain = push::bank_domain(self.chain.chain_id, batch.bank());
+        let signature = self
+            .distributor
+            .sign_digest(push::signing_hash(&domain, payload))?;
+        ledger::set_signature(&self.pool, batch.id, &signature).await?;
+        Ok(signature)
+    }
+
+    /// Step 2b: hands the transaction to the node; the ledger is not touched.
+    pub async fn send(
+        &self,
+        batch: &BatchRow,
+        payload: &PushRewards,
+        signature: Bytes,
+    ) -> Result<B256, PushError> {
+        Ok(self
+            .distributor
+            .push_rewards(batch.bank(), payload, signature)
+            .await?)
+    }
+
+    /// Moves an unfinished batch as far as the chain allows: the one path for a
+    /// fresh batch and for one found after a crash.
+    pub async fn advance(&self, batch: &BatchRow) -> Result<Progress, PushError> {
+        if let Some(tx) = batch.tx_hash()
+            && let Some(receipt) = self.chain.receipt(tx).await?
+        {
+            let Some(block) = receipt.block_number else {
+                return Ok(Progress::InFlight);
+            };
+            if receipt.status() {
+                return self.confirm_if_final(batch, tx, block, Some(receipt.gas_used)).await;
+            }
+            // This transaction reverted; an earlier broadcast of the batch may still
+            // be pending, so only the nonce or the deadline can settle it.
+            let reason = format!("transaction {tx} reverted");
+            ledger::note_error(&self.pool, batch.id, &reason).await?;
+            if !self.chain.is_nonce_used(batch.bank(), batch.nonce()).await? {
+                return self.refused_or_expired(batch, reason).await;
+            }
+        }
+        let used = self.chain.is_nonce_used(batch.bank(), batch.nonce()).await?;
+        let head = self.chain.head().await?;
+        let chain_time = self
+            .chain
+            .block(head)
+            .await?
+            .map(|b| b.time)
+            .unwrap_or_else(Utc::now);
+        let margin = chrono::Duration::seconds(self.settings.deadline_margin_secs as i64);
+        match push::reconcile(used, batch.deadline, chain_time, margin) {
+            Reconcile::Confirmed => match self.find_push(batch).await? {
+                Some((tx, block)) => self.confirm_if_final(batch, tx, block, None).await,
+                // Used, but the event is not visible yet (node lagging): later.
+                None => Ok(Progress::InFlight),
+            },
+            Reconcile::Expired => self.abandon(batch, "expired", "deadline passed unused").await,
+            Reconcile::Resend => {
+                let recently_sent = batch.status == "sent"
+                    && batch.sent_at.is_some_and(|at| {
+                        Utc::now() - at < chrono::Duration::from_std(RESEND_AFTER).unwrap_or_default()
+                    });
+                if recently_sent {
+                    return Ok(Progress::InFlight);
+                }
+                let payload = self.payload(batch).await?;
+                let signature = self.sign(batch, &payload).await?;
+                match self.send(batch, &payload, signature).await {
+                    Ok(tx) => {
+                        ledger::mark_sent(&self.pool, batch.id, tx).await?;
+                        Ok(Progress::InFlight)
+                    }
+                    Err(PushError::Chain(ChainError::Reverted(reason))) => {
+                        ledger::note_error(&self.pool, batch.id, &reason).await?;
+                        // Nothing of this batch was ever broadcast: it is dead now.
+                        if batch.status == "created" && batch.signature.is_none() {
+                            self.abandon(batch, "failed", &reason).await
+                        } else {
+                            self.refused_or_expired(batch, reason).await
+                        }
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+        }
+    }
+
+    async fn refused_or_expired(
+        &self,
+        batch: &BatchRow,
+        reason: String,
+    ) -> Result<Progress, PushError> {
+        let head = self.chain.head().await?;
+        let chain_time = self.chain.block(head).await?.map(|b| b.time).unwrap_or_else(Utc::now);
+        let margin = chrono::Duration::seconds(self.settings.deadline_margin_secs as i64);
+        if chain_time > batch.deadline + margin {
+            return self.abandon(batch, "expired", &reason).await;
+        }
+        Ok(Progress::Refused { reason })
+    }
+
+    async fn abandon(
+        &self,
+        batch: &BatchRow,
+        status: &'static str,
+        reason: &str,
+    ) -> Result<Progress, PushError> {
+        ledger::abandon(&self.pool, batch.id, status, reason).await?;
+        metrics::counter!(telemetry::PUSH_BATCHES_TOTAL, "token" => self.token_label(), "outcome" => status)
+            .increment(1);
+        tracing::warn!(batch = %batch.id, status, reason, "push batch abandoned; its rewards are pending again");
+        Ok(Progress::Abandoned {
+            status,
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Step 3, once `confirmations` blocks are on top of the transaction's block.
+    async fn confirm_if_final(
+        &self,
+        batch: &BatchRow,
+        tx: B256,
+        block: u64,
+        gas_used: Option<u64>,
+    ) -> Result<Progress, PushError> {
+        let head = self.chain.head().await?;
+        if head < block + self.settings.confirmations {
+            return Ok(Progress::InFlight);
+        }
+        let rewards = ledger::confirm(&self.pool, batch.id, tx, block).await?;
+        let token = self.token_label();
+        metrics::counter!(telemetry::PUSH_BATCHES_TOTAL, "token" => token.clone(), "outcome" => "confirmed")
+            .increment(1);
+        metrics::counter!(telemetry::PUSH_REWARDS_TOTAL, "token" => token.clone()).increment(rewards);
+        let age = (Utc::now() - batch.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!(telemetry::PUSH_DURATION_SECONDS, "token" => token.clone()).record(age);
+        let gas = match gas_used {
+            Some(gas) => Some(gas),
+            None => self.chain.receipt(tx).await?.map(|r| r.gas_used),
+        };
+        if let Some(gas) = gas {
+            metrics::histogram!(telemetry::PUSH_GAS_PER_REWARD, "token" => token)
+                .record(gas as f64 / batch.recipient_count.max(1) as f64);
+        }
+        tracing::info!(batch = %batch.id, %tx, block, rewards, "push batch confirmed");
+        Ok(Progress::Confirmed { rewards })
+    }
+
+    /// The transaction that used a batch's nonce, from the bank's RewardsPushed events.
+    async fn find_push(&self, batch: &BatchRow) -> Result<Option<(B256, u64)>, PushError> {
+        let campaign = push::onchain_campaign_id(batch.external_id);
+        let filter = Filter::new()
+            .address(batch.bank())
+            .event_signature(ProductBank::RewardsPushed::SIGNATURE_HASH)
+            .topic1(campaign)
+            .from_block(batch.from_block.max(0) as u64);
+        for log in self.chain.logs(&filter).await? {
+            if let Ok(event) = log.log_decode::<ProductBank::RewardsPushed>()
+                && event.inner.data.nonce == batch.nonce()
+                && let (Some(tx), Some(block)) = (log.transaction_hash, log.block_number)
+            {
+                return Ok(Some((tx, block)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Tells banks what campaigns changed: allocations after activation or a budget
+    /// change, deactivation once a deactivated campaign's rewards are all pushed.
+    pub async fn sync_campaigns(&self) -> Result<(), PushError> {
+        let pending = ledger::campaigns_to_sync(&self.pool, self.chain.chain_id, self.token).await?;
+        for campaign in pending {
+            self.sync_campaign(&campaign).await?;
+        }
+        Ok(())
+    }
+
+    async fn sync_campaign(&self, c: &CampaignSync) -> Result<(), PushError> {
+        let (call, to) = match c.chain_state.as_str() {
+            "allocate" => ("allocate_campaign_budget", "allocated"),
+            "deactivate" if c.unpushed == 0 => ("deactivate_campaign", "deactivated"),
+            _ => return Ok(()),
+        };
+        let Some(manager) = &self.manager else {
+            let error = "no manager key configured (chain.manager_key)".to_owned();
+            ledger::record_sync(&self.pool, c.campaign_id, &c.chain_state, Err(error)).await?;
+            metrics::counter!(telemetry::CHAIN_CALLS_TOTAL, "call" => call, "outcome" => "failed")
+                .increment(1);
+            return Ok(());
+        };
+        let onchain = push::onchain_campaign_id(c.external_id);
+        let result = if to == "allocated" {
+            // What the bank may still pay: the cap minus what it has been or is
+            // being sent (0 keeps the campaign unlimited).
+            let budget = if c.budget_cap.is_zero() {
+                Ok(U256::ZERO)
+            } else if c.budget_cap > c.pushed {
+                Ok(c.budget_cap - c.pushed)
+            } else {
+                Err(ChainError::Reverted("the whole budget is already pushed".into()))
+            };
+            match budget {
+                Ok(budget) => {
+                    manager
+                        .allocate_campaign_budget(c.bank, onchain, self.token, budget)
+                        .await
+                }
+                Err(err) => Err(err),
+            }
+        } else {
+            match manager.deactivate_campaign(c.bank, onchain).await {
+                // Never allocated on the bank: nothing to release.
+                Err(ChainError::Reverted(reason)) if reason.contains("CampaignNotActive") => {
+                    Ok(B256::ZERO)
+                }
+                other => other,
+            }
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(_) => "failed",
+        };
+        metrics::counter!(telemetry::CHAIN_CALLS_TOTAL, "call" => call, "outcome" => outcome)
+            .increment(1);
+        match result {
+            Ok(tx) => {
+                tracing::info!(campaign = c.campaign_id, call, %tx, "bank updated");
+                ledger::record_sync(&self.pool, c.campaign_id, &c.chain_state, Ok((to, tx))).await?;
+                Ok(())
+            }
+            Err(ChainError::Reverted(reason)) => {
+                tracing::warn!(campaign = c.campaign_id, call, reason, "bank refused the call");
+                ledger::record_sync(&self.pool, c.campaign_id, &c.chain_state, Err(reason)).await?;
+                Ok(())
+            }
+            Err(err) => {
+                ledger::record_sync(&self.pool, c.campaign_id, &c.chain_state, Err(err.to_string()))
+                    .await?;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Publishes the outstanding-rewards gauges of this token.
+    pub async fn publish_outstanding(&self) -> Result<(), PushError> {
+        let (pending, pushing, age) = ledger::outstanding(&self.pool, self.token).await?;
+        let token = self.token_label();
+        metrics::gauge!(telemetry::REWARDS_OUTSTANDING, "status" => "pending", "token" => token.clone())
+            .set(pending as f64);
+        metrics::gauge!(telemetry::REWARDS_OUTSTANDING, "status" => "pushing", "token" => token.clone())
+            .set(pushing as f64);
+        metrics::gauge!(telemetry::REWARDS_OLDEST_PENDING_AGE_SECONDS, "token" => token).set(age);
+        Ok(())
+    }
+}
