@@ -71,7 +71,8 @@ pub async fn start_chain(
     {
         settings.chain.distributor_key = Secret::new(DEV_KEY);
     }
-    if settings.chain.manager_key.is_empty() && settings.chain.manager_key_file.as_os_str().is_empty()
+    if settings.chain.manager_key.is_empty()
+        && settings.chain.manager_key_file.as_os_str().is_empty()
     {
         settings.chain.manager_key = Secret::new(DEV_KEY);
     }
@@ -79,7 +80,12 @@ pub async fn start_chain(
     let chain = Chain::connect(&settings.chain).await?;
     let record = settings.dev.data_dir.join("chain.env");
     let deployment = match read_deployment(&record) {
-        Some(d) if has_code(&chain, d.multi_token_push_pull).await? && has_code(&chain, d.bank).await? => d,
+        Some(d)
+            if has_code(&chain, d.multi_token_push_pull).await?
+                && has_code(&chain, d.bank).await? =>
+        {
+            d
+        }
         _ => {
             let d = deploy(settings, &node.rpc_url()).await?;
             let text = format!(
@@ -217,7 +223,9 @@ pub async fn register_demo(
         None => {
             let input = CampaignInput {
                 name: DEMO_CAMPAIGN.into(),
-                description: "10 RFD per completed purchase: 5 to the buyer, the rest up the referral chain.".into(),
+                description:
+                    "10 RFD per completed purchase: 5 to the buyer, the rest up the referral chain."
+                        .into(),
                 trigger: "purchase.completed".into(),
                 requires_referral: false,
                 token: deployment.token.to_string(),

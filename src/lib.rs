@@ -4,6 +4,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod chain;
 pub mod commands;
 pub mod config;
 pub mod db;
@@ -13,4 +14,3 @@ pub mod http;
 pub mod limits;
 pub mod readiness;
 pub mod telemetry;
-pub mod chain;

@@ -62,7 +62,8 @@ pub const REFERRALS_TOTAL: &str = "rewardflow_referrals_total";
 pub const REFERRAL_CACHE_LOOKUPS_TOTAL: &str = "rewardflow_referral_cache_lookups_total";
 pub const RATE_LIMITED_TOTAL: &str = "rewardflow_rate_limited_total";
 pub const REWARDS_OUTSTANDING: &str = "rewardflow_rewards_outstanding";
-pub const REWARDS_OLDEST_PENDING_AGE_SECONDS: &str = "rewardflow_rewards_oldest_pending_age_seconds";
+pub const REWARDS_OLDEST_PENDING_AGE_SECONDS: &str =
+    "rewardflow_rewards_oldest_pending_age_seconds";
 pub const PUSH_REWARDS_TOTAL: &str = "rewardflow_push_rewards_total";
 pub const PUSH_BATCHES_TOTAL: &str = "rewardflow_push_batches_total";
 pub const PUSH_DURATION_SECONDS: &str = "rewardflow_push_duration_seconds";

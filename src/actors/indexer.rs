@@ -14,8 +14,8 @@ use sqlx::PgPool;
 
 use crate::chain::contracts::MultiTokenPushPull::{RewardAdded, RewardClaimed};
 use crate::chain::{Chain, ChainError};
-use crate::db::chain_events::{self as store, ChainEvent, Cursor};
 use crate::db::DbError;
+use crate::db::chain_events::{self as store, ChainEvent, Cursor};
 use crate::telemetry;
 
 pub const KIND: &str = "indexer";
@@ -106,7 +106,10 @@ async fn poll(args: &IndexerArgs) -> Result<(), IndexError> {
         };
         let filter = Filter::new()
             .address(args.contract)
-            .event_signature(vec![RewardAdded::SIGNATURE_HASH, RewardClaimed::SIGNATURE_HASH])
+            .event_signature(vec![
+                RewardAdded::SIGNATURE_HASH,
+                RewardClaimed::SIGNATURE_HASH,
+            ])
             .from_block(from)
             .to_block(to);
         let logs = args.chain.logs(&filter).await?;
@@ -144,7 +147,9 @@ async fn check_reorg(args: &IndexerArgs, cursor: Cursor) -> Result<Option<Cursor
         }
     }
     let mut keep = None;
-    for block in store::recent_blocks(&args.pool, chain_id, args.contract, REORG_SEARCH_BLOCKS).await? {
+    for block in
+        store::recent_blocks(&args.pool, chain_id, args.contract, REORG_SEARCH_BLOCKS).await?
+    {
         if on_chain(&args.chain, block).await? {
             keep = Some(block);
             break;
@@ -221,7 +226,13 @@ fn decode(log: &Log) -> Result<Option<ChainEvent>, IndexError> {
     };
     if let Ok(e) = log.log_decode::<RewardAdded>() {
         let d = e.inner.data;
-        return Ok(Some(base("RewardAdded", d.token, d.user, Some(d.emitter), d.amount)));
+        return Ok(Some(base(
+            "RewardAdded",
+            d.token,
+            d.user,
+            Some(d.emitter),
+            d.amount,
+        )));
     }
     if let Ok(e) = log.log_decode::<RewardClaimed>() {
         let d = e.inner.data;

@@ -162,7 +162,11 @@ async fn discover(
     Ok(())
 }
 
-async fn start(myself: &ActorRef<PushDirectoryMsg>, state: &mut PushDirectoryState, token: Address) {
+async fn start(
+    myself: &ActorRef<PushDirectoryMsg>,
+    state: &mut PushDirectoryState,
+    token: Address,
+) {
     let mut args = state.args.template.clone();
     args.token = token;
     match Actor::spawn_linked(None, Pusher, args, myself.get_cell()).await {

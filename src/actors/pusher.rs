@@ -149,7 +149,9 @@ fn settle(state: &mut PusherState, bank: i64, progress: &Progress) -> usize {
             state.backoff.remove(&bank);
             0
         }
-        Progress::Abandoned { status: "expired", .. } => 0,
+        Progress::Abandoned {
+            status: "expired", ..
+        } => 0,
         Progress::Abandoned { reason, .. } | Progress::Refused { reason } => {
             let settings = &state.steps.settings;
             let failures = state.backoff.get(&bank).map_or(0, |(_, n)| *n) + 1;
@@ -164,7 +166,12 @@ fn settle(state: &mut PusherState, bank: i64, progress: &Progress) -> usize {
             metrics::counter!(telemetry::PUSH_ERRORS_TOTAL,
                 "token" => state.steps.token.to_string().to_lowercase(), "kind" => "revert")
             .increment(1);
-            tracing::warn!(bank, reason, delay_ms = delay, "bank refused a batch; backing off");
+            tracing::warn!(
+                bank,
+                reason,
+                delay_ms = delay,
+                "bank refused a batch; backing off"
+            );
             usize::from(matches!(progress, Progress::Refused { .. }))
         }
     }

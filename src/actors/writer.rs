@@ -248,11 +248,7 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
 /// Writes the sets in one transaction and tells each product actor the outcome.
 /// A batch refused for a non-retryable reason is retried set by set, so one bad
 /// write set cannot fail the others. Returns whether the database looks down.
-async fn flush(
-    pool: &PgPool,
-    pushers: &ActorSlot<PushDirectoryMsg>,
-    sets: Vec<WriteSet>,
-) -> bool {
+async fn flush(pool: &PgPool, pushers: &ActorSlot<PushDirectoryMsg>, sets: Vec<WriteSet>) -> bool {
     let mut owners = Vec::with_capacity(sets.len());
     let mut batch = Batch::default();
     for set in sets {

@@ -6,7 +6,7 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -52,7 +52,6 @@ impl LocalNode {
             "127.0.0.1".to_owned(),
             "--port".to_owned(),
             port.to_string(),
-            "--silent".to_owned(),
         ];
         if let Some(secs) = options.block_time_secs {
             args.extend(["--block-time".to_owned(), secs.to_string()]);
@@ -60,11 +59,10 @@ impl LocalNode {
         if let Some(state) = &options.state_file {
             args.extend(["--state".to_owned(), state.display().to_string()]);
         }
-        // The guardian: starts anvil, says so, and stops it when stdin closes.
+        // The guardian: starts anvil (its output is ours) and stops it when stdin closes.
         let script = r#"
 "$@" </dev/null &
 pid=$!
-echo started
 read _ignored || true
 kill -TERM "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
@@ -84,38 +82,36 @@ wait "$pid" 2>/dev/null || true
                 source,
             })?;
         let stdout = guardian.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|source| NodeError::Io {
-                step: "starting anvil",
-                source,
-            })?;
         let node = Self {
             guardian: Some(guardian),
             port,
         };
-        node.wait_ready(Duration::from_secs(30))?;
+        // anvil says "Listening on 127.0.0.1:PORT" once it accepts requests; the
+        // rest of its output is drained so that it never blocks on a full pipe.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("Listening on")
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let within = Duration::from_secs(30);
+        ready_rx
+            .recv_timeout(within)
+            .map_err(|_| NodeError::Timeout {
+                port,
+                secs: within.as_secs(),
+            })?;
         Ok(node)
     }
 
     pub fn rpc_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_ready(&self, within: Duration) -> Result<(), NodeError> {
-        let deadline = Instant::now() + within;
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(NodeError::Timeout {
-            port: self.port,
-            secs: within.as_secs(),
-        })
     }
 
     /// Stops anvil and waits for it (and its state file) to be done.

@@ -329,10 +329,15 @@ pub struct ChainContext {
 pub enum ChainSetupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("chain.distributor_key (or chain.distributor_key_file) must be set when chain.rpc_url is")]
+    #[error(
+        "chain.distributor_key (or chain.distributor_key_file) must be set when chain.rpc_url is"
+    )]
     NoDistributorKey,
     #[error("{key}: {source}")]
-    Key { key: &'static str, source: ChainError },
+    Key {
+        key: &'static str,
+        source: ChainError,
+    },
     #[error("cannot reach the node at chain.rpc_url: {0}")]
     Node(ChainError),
 }
@@ -348,14 +353,12 @@ impl ChainContext {
             "chain.distributor_key_file",
         )?
         .ok_or(ChainSetupError::NoDistributorKey)?;
-        let distributor = Arc::new(
-            Sender::new(settings, distributor_key.expose()).map_err(|source| {
-                ChainSetupError::Key {
-                    key: "chain.distributor_key",
-                    source,
-                }
-            })?,
-        );
+        let distributor = Arc::new(Sender::new(settings, distributor_key.expose()).map_err(
+            |source| ChainSetupError::Key {
+                key: "chain.distributor_key",
+                source,
+            },
+        )?);
         let manager = match resolve_key(
             &settings.manager_key,
             &settings.manager_key_file,

@@ -14,8 +14,8 @@ use sqlx::PgPool;
 use super::contracts::ProductBank;
 use super::{Chain, ChainError, Sender};
 use crate::config::ChainSettings;
-use crate::db::push::{self as ledger, BatchRow, CampaignSync, PushWork};
 use crate::db::DbError;
+use crate::db::push::{self as ledger, BatchRow, CampaignSync, PushWork};
 use crate::domain::push::{self, PushRewards, Reconcile};
 use crate::telemetry;
 
@@ -47,7 +47,10 @@ pub enum Progress {
     /// Final: its rewards are `pushed`.
     Confirmed { rewards: u64 },
     /// Never paid; its rewards are `pending` again.
-    Abandoned { status: &'static str, reason: String },
+    Abandoned {
+        status: &'static str,
+        reason: String,
+    },
     /// The bank refused it and it may have been broadcast before: it waits for its
     /// deadline (then expires) or for its nonce to show up used.
     Refused { reason: String },
@@ -137,17 +140,26 @@ impl Pushing {
                 return Ok(Progress::InFlight);
             };
             if receipt.status() {
-                return self.confirm_if_final(batch, tx, block, Some(receipt.gas_used)).await;
+                return self
+                    .confirm_if_final(batch, tx, block, Some(receipt.gas_used))
+                    .await;
             }
             // This transaction reverted; an earlier broadcast of the batch may still
             // be pending, so only the nonce or the deadline can settle it.
             let reason = format!("transaction {tx} reverted");
             ledger::note_error(&self.pool, batch.id, &reason).await?;
-            if !self.chain.is_nonce_used(batch.bank(), batch.nonce()).await? {
+            if !self
+                .chain
+                .is_nonce_used(batch.bank(), batch.nonce())
+                .await?
+            {
                 return self.refused_or_expired(batch, reason).await;
             }
         }
-        let used = self.chain.is_nonce_used(batch.bank(), batch.nonce()).await?;
+        let used = self
+            .chain
+            .is_nonce_used(batch.bank(), batch.nonce())
+            .await?;
         let head = self.chain.head().await?;
         let chain_time = self
             .chain
@@ -162,11 +174,15 @@ impl Pushing {
                 // Used, but the event is not visible yet (node lagging): later.
                 None => Ok(Progress::InFlight),
             },
-            Reconcile::Expired => self.abandon(batch, "expired", "deadline passed unused").await,
+            Reconcile::Expired => {
+                self.abandon(batch, "expired", "deadline passed unused")
+                    .await
+            }
             Reconcile::Resend => {
                 let recently_sent = batch.status == "sent"
                     && batch.sent_at.is_some_and(|at| {
-                        Utc::now() - at < chrono::Duration::from_std(RESEND_AFTER).unwrap_or_default()
+                        Utc::now() - at
+                            < chrono::Duration::from_std(RESEND_AFTER).unwrap_or_default()
                     });
                 if recently_sent {
                     return Ok(Progress::InFlight);
@@ -199,7 +215,12 @@ impl Pushing {
         reason: String,
     ) -> Result<Progress, PushError> {
         let head = self.chain.head().await?;
-        let chain_time = self.chain.block(head).await?.map(|b| b.time).unwrap_or_else(Utc::now);
+        let chain_time = self
+            .chain
+            .block(head)
+            .await?
+            .map(|b| b.time)
+            .unwrap_or_else(Utc::now);
         let margin = chrono::Duration::seconds(self.settings.deadline_margin_secs as i64);
         if chain_time > batch.deadline + margin {
             return self.abandon(batch, "expired", &reason).await;
@@ -239,7 +260,8 @@ impl Pushing {
         let token = self.token_label();
         metrics::counter!(telemetry::PUSH_BATCHES_TOTAL, "token" => token.clone(), "outcome" => "confirmed")
             .increment(1);
-        metrics::counter!(telemetry::PUSH_REWARDS_TOTAL, "token" => token.clone()).increment(rewards);
+        metrics::counter!(telemetry::PUSH_REWARDS_TOTAL, "token" => token.clone())
+            .increment(rewards);
         let age = (Utc::now() - batch.created_at).num_milliseconds().max(0) as f64 / 1000.0;
         metrics::histogram!(telemetry::PUSH_DURATION_SECONDS, "token" => token.clone()).record(age);
         let gas = match gas_used {
@@ -276,7 +298,8 @@ impl Pushing {
     /// Tells banks what campaigns changed: allocations after activation or a budget
     /// change, deactivation once a deactivated campaign's rewards are all pushed.
     pub async fn sync_campaigns(&self) -> Result<(), PushError> {
-        let pending = ledger::campaigns_to_sync(&self.pool, self.chain.chain_id, self.token).await?;
+        let pending =
+            ledger::campaigns_to_sync(&self.pool, self.chain.chain_id, self.token).await?;
         for campaign in pending {
             self.sync_campaign(&campaign).await?;
         }
@@ -305,7 +328,9 @@ impl Pushing {
             } else if c.budget_cap > c.pushed {
                 Ok(c.budget_cap - c.pushed)
             } else {
-                Err(ChainError::Reverted("the whole budget is already pushed".into()))
+                Err(ChainError::Reverted(
+                    "the whole budget is already pushed".into(),
+                ))
             };
             match budget {
                 Ok(budget) => {
@@ -333,17 +358,28 @@ impl Pushing {
         match result {
             Ok(tx) => {
                 tracing::info!(campaign = c.campaign_id, call, %tx, "bank updated");
-                ledger::record_sync(&self.pool, c.campaign_id, &c.chain_state, Ok((to, tx))).await?;
+                ledger::record_sync(&self.pool, c.campaign_id, &c.chain_state, Ok((to, tx)))
+                    .await?;
                 Ok(())
             }
             Err(ChainError::Reverted(reason)) => {
-                tracing::warn!(campaign = c.campaign_id, call, reason, "bank refused the call");
+                tracing::warn!(
+                    campaign = c.campaign_id,
+                    call,
+                    reason,
+                    "bank refused the call"
+                );
                 ledger::record_sync(&self.pool, c.campaign_id, &c.chain_state, Err(reason)).await?;
                 Ok(())
             }
             Err(err) => {
-                ledger::record_sync(&self.pool, c.campaign_id, &c.chain_state, Err(err.to_string()))
-                    .await?;
+                ledger::record_sync(
+                    &self.pool,
+                    c.campaign_id,
+                    &c.chain_state,
+                    Err(err.to_string()),
+                )
+                .await?;
                 Err(err.into())
             }
         }

@@ -107,8 +107,14 @@ impl ChainSettings {
                 self.failure_backoff_initial_ms,
             ),
             ("chain.rpc_timeout_ms", self.rpc_timeout_ms),
-            ("chain.indexer_poll_interval_ms", self.indexer_poll_interval_ms),
-            ("chain.indexer_max_block_range", self.indexer_max_block_range),
+            (
+                "chain.indexer_poll_interval_ms",
+                self.indexer_poll_interval_ms,
+            ),
+            (
+                "chain.indexer_max_block_range",
+                self.indexer_max_block_range,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -120,7 +120,9 @@ impl Default for DevSettings {
                 "wal_buffers=64MB".into(),
                 "max_connections=200".into(),
             ],
-            anvil_bin: PathBuf::from("contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"),
+            anvil_bin: PathBuf::from(
+                "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil",
+            ),
             anvil_port: 8545,
             anvil_block_time_secs: 1,
             deploy_script: PathBuf::from("contracts/scripts/deploy.sh"),

@@ -66,10 +66,30 @@ pub async fn append(
         )
         .bind(chain_id as i64)
         .bind(contract.as_slice())
-        .bind(events.iter().map(|e| e.block_number as i64).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.block_hash.to_vec()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.tx_hash.to_vec()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.log_index as i32).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.block_number as i64)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.block_hash.to_vec())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.tx_hash.to_vec())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.log_index as i32)
+                .collect::<Vec<_>>(),
+        )
         .bind(events.iter().map(|e| e.event).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.token.to_vec()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.user.to_vec()).collect::<Vec<_>>())
@@ -79,7 +99,12 @@ pub async fn append(
                 .map(|e| e.emitter.map(|a| a.to_vec()))
                 .collect::<Vec<_>>(),
         )
-        .bind(events.iter().map(|e| e.amount.to_string()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.amount.to_string())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *tx)
         .await?;
     }

@@ -210,10 +210,11 @@ pub async fn recipients(
     pool: &PgPool,
     batch: Uuid,
 ) -> Result<Vec<crate::domain::push::Reward>, DbError> {
-    let rows = sqlx::query("SELECT wallet, amount::text AS amount FROM rewards WHERE batch_id = $1")
-        .bind(batch)
-        .fetch_all(pool)
-        .await?;
+    let rows =
+        sqlx::query("SELECT wallet, amount::text AS amount FROM rewards WHERE batch_id = $1")
+            .bind(batch)
+            .fetch_all(pool)
+            .await?;
     Ok(crate::domain::push::aggregate(rows.iter().map(|r| {
         (
             Address::from_slice(r.get::<&[u8], _>("wallet")),
@@ -420,14 +421,14 @@ pub async fn record_sync(
         .bind(tx_hash.as_slice())
         .execute(pool)
         .await?,
-        Err(error) => sqlx::query(
-            "UPDATE campaigns SET chain_error = $3 WHERE id = $1 AND chain_state = $2",
-        )
-        .bind(campaign)
-        .bind(from)
-        .bind(error)
-        .execute(pool)
-        .await?,
+        Err(error) => {
+            sqlx::query("UPDATE campaigns SET chain_error = $3 WHERE id = $1 AND chain_state = $2")
+                .bind(campaign)
+                .bind(from)
+                .bind(error)
+                .execute(pool)
+                .await?
+        }
     };
     Ok(())
 }

@@ -143,8 +143,14 @@ mod tests {
         assert_eq!(
             rewards,
             vec![
-                Reward { user: a, amount: U256::from(1) },
-                Reward { user: b, amount: U256::from(12) }
+                Reward {
+                    user: a,
+                    amount: U256::from(1)
+                },
+                Reward {
+                    user: b,
+                    amount: U256::from(12)
+                }
             ]
         );
         assert_eq!(total(&rewards), U256::from(13));
@@ -155,9 +161,21 @@ mod tests {
         let deadline = DateTime::<Utc>::from_timestamp(1_000, 0).unwrap();
         let margin = chrono::Duration::seconds(60);
         let at = |t| DateTime::<Utc>::from_timestamp(t, 0).unwrap();
-        assert_eq!(reconcile(true, deadline, at(5_000), margin), Reconcile::Confirmed);
-        assert_eq!(reconcile(false, deadline, at(1_061), margin), Reconcile::Expired);
-        assert_eq!(reconcile(false, deadline, at(1_060), margin), Reconcile::Resend);
-        assert_eq!(reconcile(false, deadline, at(10), margin), Reconcile::Resend);
+        assert_eq!(
+            reconcile(true, deadline, at(5_000), margin),
+            Reconcile::Confirmed
+        );
+        assert_eq!(
+            reconcile(false, deadline, at(1_061), margin),
+            Reconcile::Expired
+        );
+        assert_eq!(
+            reconcile(false, deadline, at(1_060), margin),
+            Reconcile::Resend
+        );
+        assert_eq!(
+            reconcile(false, deadline, at(10), margin),
+            Reconcile::Resend
+        );
     }
 }

@@ -22,12 +22,12 @@ use crate::actors::product::ProductMsg;
 use crate::app::AppContext;
 use crate::db::campaigns::CampaignRow;
 use crate::db::{self, banks::BankRow};
-use crate::domain::push::onchain_campaign_id;
 use crate::domain::campaign::{CampaignStatus, RewardSpec, StatusAction, split, transition};
 use crate::domain::campaign_input::{CampaignInput, CampaignSpec, apply_patch};
 use crate::domain::ids::to_hex;
 use crate::domain::interaction::InteractionType;
 use crate::domain::product::roles;
+use crate::domain::push::onchain_campaign_id;
 
 const MANAGE: i32 = roles::ADMIN | roles::CAMPAIGN_MANAGER;
 

@@ -35,7 +35,8 @@ pub fn routes(
 }
 
 fn wallet(raw: &str) -> Result<alloy::primitives::Address, ApiError> {
-    parse_address(raw).map_err(|_| ApiError::invalid("address", "must be a 0x-prefixed 20-byte address"))
+    parse_address(raw)
+        .map_err(|_| ApiError::invalid("address", "must be a 0x-prefixed 20-byte address"))
 }
 
 async fn rewards(ctx: Arc<AppContext>, address: String) -> Result<Response, ApiError> {

@@ -1,6 +1,7 @@
 //! The `rewardflow` binary as operators and scripts use it.
 
-use std::io::{BufRead, BufReader};
+use std::io::Read;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use alloy::primitives::Address;
@@ -111,17 +112,21 @@ async fn token_command_mints_what_the_server_accepts() {
     assert!(!output.status.success());
 }
 
-/// Reads stdout lines until one starts with `prefix`.
+/// Reads stdout lines until one starts with `prefix`. Unbuffered (a byte at a
+/// time), so that nothing after the line is consumed before the next call.
 fn wait_for_line(child: &mut Child, prefix: &str, seen: &mut Vec<String>) -> String {
     let stdout = child.stdout.as_mut().unwrap();
-    let mut reader = BufReader::new(stdout);
     loop {
-        let mut line = String::new();
+        let mut bytes = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            bytes.push(byte[0]);
+        }
         assert!(
-            reader.read_line(&mut line).unwrap() > 0,
+            !bytes.is_empty() || byte[0] == b'\n',
             "exited before printing {prefix:?}; saw {seen:?}"
         );
-        let line = line.trim().to_owned();
+        let line = String::from_utf8_lossy(&bytes).trim().to_owned();
         seen.push(line.clone());
         if line.starts_with(prefix) {
             return line;
@@ -149,7 +154,11 @@ async fn serve_and_migrate_print_and_exit_as_documented() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("applied 1 migration"));
+    let applied = format!(
+        "applied {} migration",
+        rewardflow::db::MIGRATOR.iter().count()
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&applied));
 
     let mut child = rewardflow()
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
@@ -176,15 +185,26 @@ async fn serve_and_migrate_print_and_exit_as_documented() {
 #[tokio::test]
 async fn dev_runs_on_its_own_cluster_and_keeps_data_across_restarts() {
     let data_dir = std::env::temp_dir().join(format!("rf-dev-{}", uuid::Uuid::new_v4().simple()));
-    let port = {
+    let free_port = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    let (port, anvil_port) = (free_port(), free_port());
     let start = || {
         rewardflow()
             .args(["dev", "--listen", "127.0.0.1:0"])
             .env("REWARDFLOW_DEV__DATA_DIR", &data_dir)
             .env("REWARDFLOW_DEV__POSTGRES_PORT", port.to_string())
+            .env("REWARDFLOW_DEV__ANVIL_PORT", anvil_port.to_string())
+            // The command runs in a scratch directory: the repository's tools by path.
+            .env(
+                "REWARDFLOW_DEV__ANVIL_BIN",
+                crate::chain_fixture::anvil_bin(),
+            )
+            .env(
+                "REWARDFLOW_DEV__DEPLOY_SCRIPT",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts/scripts/deploy.sh"),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -208,9 +228,50 @@ async fn dev_runs_on_its_own_cluster_and_keeps_data_across_restarts() {
         db_line.contains(&format!("127.0.0.1:{port}/rewardflow")),
         "{db_line}"
     );
+    let value = |line: String| line.split_once('=').unwrap().1.to_owned();
+    let rpc = value(wait_for_line(&mut child, "RPC_URL=", &mut seen));
+    assert_eq!(rpc, format!("http://127.0.0.1:{anvil_port}"));
+    wait_for_line(&mut child, "MULTI_TOKEN_PUSH_PULL=0x", &mut seen);
+    let demo_product = value(wait_for_line(&mut child, "DEMO_PRODUCT_ID=0x", &mut seen));
+    let demo_campaign = value(wait_for_line(&mut child, "DEMO_CAMPAIGN_ID=", &mut seen));
+    let demo_token = value(wait_for_line(&mut child, "DEMO_TOKEN=0x", &mut seen));
+    assert!(demo_campaign.parse::<i64>().is_ok(), "{seen:?}");
     let base = wait_for_line(&mut child, "listening on http://", &mut seen)
         .trim_start_matches("listening on ")
         .to_owned();
+    // The demo campaign pays a purchase; the reward lands on-chain, claimable.
+    let response = client
+        .post(format!("{base}/v1/interactions"))
+        .bearer_auth(&token)
+        .json(
+            &serde_json::json!({"product_id": demo_product, "type": "purchase.completed",
+            "data": {"order_id": "dev-1"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let balances: serde_json::Value = client
+            .get(format!("{base}/v1/wallets/{wallet:#x}/rewards"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token_balance = &balances["tokens"][0];
+        if token_balance["claimable"] == "5000000000000000000" {
+            assert_eq!(token_balance["token"], demo_token.to_lowercase());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo reward never became claimable: {balances}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     assert_eq!(
         client
             .get(format!("{base}/readyz"))

@@ -142,6 +142,15 @@ impl TestApp {
     }
 
     /// The Prometheus text of `/metrics`.
+    pub async fn patch_json(&self, path: &str, body: &Value, token: &str) -> (u16, Value) {
+        let request = self
+            .client
+            .patch(self.url(path))
+            .json(body)
+            .bearer_auth(token);
+        read(request.send().await.unwrap()).await
+    }
+
     pub async fn metrics(&self) -> String {
         let response = self.client.get(self.url("/metrics")).send().await.unwrap();
         response.text().await.unwrap()

@@ -3,9 +3,12 @@
 mod administration;
 mod auth;
 mod campaigns;
+mod chain_fixture;
 mod cli;
 mod common;
 mod crash;
+mod indexer;
 mod interactions;
 mod ops;
 mod products;
+mod push;

@@ -1,0 +1,318 @@
+//! A real anvil node with the contracts deployed from their build artifacts, and a
+//! product wired to it through the service's own API.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use rewardflow::chain::contracts::{MultiTokenPushPull, ProductBank, TestToken};
+use rewardflow::chain::local_node::{LocalNode, NodeOptions};
+use rewardflow::config::{Secret, Settings};
+use serde_json::{Value, json};
+
+use crate::common::TestApp;
+
+/// anvil's first development account: deployer, manager, distributor.
+pub const DEPLOYER_KEY: &str = rewardflow::dev::DEV_KEY;
+/// anvil's second development account: a user who claims.
+pub const CLAIMER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+pub const FUNDING: u128 = 1_000_000 * 10u128.pow(18);
+pub const TEN_UNITS: &str = "10000000000000000000";
+
+pub fn anvil_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+}
+
+pub struct TestChain {
+    pub node: Option<LocalNode>,
+    pub port: u16,
+    pub state_file: PathBuf,
+    pub provider: DynProvider,
+    pub push_pull: Address,
+    pub token: Address,
+    pub bank: Address,
+}
+
+impl TestChain {
+    /// anvil (a block per transaction) with MultiTokenPushPull, a token, and one
+    /// funded bank whose distributor and manager are the deployer.
+    pub async fn start() -> Self {
+        let state_file = std::env::temp_dir().join(format!(
+            "rewardflow-anvil-{}.json",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let node = LocalNode::start(
+            &anvil_bin(),
+            &NodeOptions {
+                port: 0,
+                block_time_secs: None,
+                state_file: Some(state_file.clone()),
+            },
+        )
+        .expect("anvil starts");
+        let port = node.port;
+        let provider = wallet_provider(&node.rpc_url(), DEPLOYER_KEY);
+        let deployer: PrivateKeySigner = DEPLOYER_KEY.parse().unwrap();
+        let owner = deployer.address();
+        let push_pull = MultiTokenPushPull::deploy(&provider, owner).await.unwrap();
+        let token = TestToken::deploy(&provider, "Test".into(), "TST".into(), 18)
+            .await
+            .unwrap();
+        let bank =
+            ProductBank::deploy(&provider, B256::repeat_byte(7), *push_pull.address(), owner)
+                .await
+                .unwrap();
+        let wait = |call: alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>| async move {
+            assert!(call.get_receipt().await.unwrap().status());
+        };
+        wait(
+            push_pull
+                .authorizePusher(*bank.address())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let role = bank.DISTRIBUTOR_ROLE().call().await.unwrap();
+        wait(bank.grantRole(role, owner).send().await.unwrap()).await;
+        wait(token.mint(owner, U256::from(FUNDING)).send().await.unwrap()).await;
+        wait(
+            token
+                .approve(*bank.address(), U256::from(FUNDING))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        wait(
+            bank.deposit(*token.address(), U256::from(FUNDING))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        Self {
+            push_pull: *push_pull.address(),
+            token: *token.address(),
+            bank: *bank.address(),
+            node: Some(node),
+            port,
+            state_file,
+            provider,
+        }
+    }
+
+    pub fn rpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Service settings pointing at this chain: fast pushes, no confirmations.
+    pub fn configure(&self, settings: &mut Settings) {
+        let chain = &mut settings.chain;
+        chain.rpc_url = self.rpc_url();
+        chain.multi_token_push_pull = self.push_pull.to_string();
+        chain.distributor_key = Secret::new(DEPLOYER_KEY);
+        chain.manager_key = Secret::new(DEPLOYER_KEY);
+        chain.push_interval_ms = 200;
+        chain.confirmations = 0;
+        chain.failure_backoff_initial_ms = 100;
+        chain.failure_backoff_max_ms = 1_000;
+        chain.indexer_poll_interval_ms = 100;
+        chain.rpc_timeout_ms = 2_000;
+    }
+
+    /// Stops anvil; its state is written to the state file.
+    pub fn stop_node(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.stop();
+        }
+    }
+
+    /// Starts anvil again on the same port from the state file.
+    pub fn restart_node(&mut self) {
+        let node = LocalNode::start(
+            &anvil_bin(),
+            &NodeOptions {
+                port: self.port,
+                block_time_secs: None,
+                state_file: Some(self.state_file.clone()),
+            },
+        )
+        .expect("anvil restarts");
+        self.node = Some(node);
+    }
+
+    pub async fn pending_on_chain(&self, user: Address) -> U256 {
+        MultiTokenPushPull::new(self.push_pull, &self.provider)
+            .getPendingAmount(self.token, user)
+            .call()
+            .await
+            .unwrap()
+    }
+
+    /// RewardsPushed events of the bank: one per batch paid.
+    pub async fn pushes(&self) -> usize {
+        use alloy::sol_types::SolEvent;
+        let filter = alloy::rpc::types::Filter::new()
+            .address(self.bank)
+            .event_signature(ProductBank::RewardsPushed::SIGNATURE_HASH)
+            .from_block(0);
+        self.provider.get_logs(&filter).await.unwrap().len()
+    }
+}
+
+impl Drop for TestChain {
+    fn drop(&mut self) {
+        self.stop_node();
+        let _ = std::fs::remove_file(&self.state_file);
+    }
+}
+
+pub fn wallet_provider(url: &str, key: &str) -> DynProvider {
+    let signer: PrivateKeySigner = key.parse().unwrap();
+    ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url.parse().unwrap())
+        .erased()
+}
+
+pub fn owner_token(app: &TestApp) -> String {
+    app.token(Address::repeat_byte(0xee))
+}
+
+/// A product with a bank on the test chain and an active campaign on it
+/// (10 units per purchase, the design split); returns (product, campaign id).
+pub async fn product_and_campaign(app: &TestApp, chain: &TestChain, extra: Value) -> (String, i64) {
+    let product = crate::interactions::create_product(
+        app,
+        &format!("shop-{}.example", uuid::Uuid::new_v4().simple()),
+    )
+    .await;
+    let owner = owner_token(app);
+    let (status, body) = app
+        .post(
+            &format!("/v1/products/{product}/banks"),
+            &json!({"chain_id": 31337, "bank_address": chain.bank.to_string(),
+                    "token": chain.token.to_string(), "symbol": "TST", "decimals": 18}),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut body = json!({"name": "Purchases", "trigger": "purchase.completed",
+        "token": chain.token.to_string(), "reward": {"type": "fixed", "amount": TEN_UNITS}});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (status, created) = app
+        .post(
+            &format!("/v1/products/{product}/campaigns"),
+            &body,
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let (status, active) = app
+        .post(
+            &format!("/v1/campaigns/{id}/activate"),
+            &Value::Null,
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(status, 200, "{active}");
+    (product, id)
+}
+
+pub fn user(n: u64) -> Address {
+    let mut bytes = [0u8; 20];
+    bytes[0] = 0x77;
+    bytes[12..].copy_from_slice(&n.to_be_bytes());
+    Address::from(bytes)
+}
+
+/// A referral of `who` by `referrer`, then nothing else.
+pub async fn refer(app: &TestApp, product: &str, who: Address, referrer: Address) {
+    let (status, body) = app
+        .post(
+            "/v1/interactions",
+            &json!({"product_id": product, "type": "referral.referred", "referrer": format!("{referrer:#x}")}),
+            Some(&app.token(who)),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+pub async fn purchase(app: &TestApp, product: &str, who: Address, order: &str) {
+    let (status, body) = app
+        .post(
+            "/v1/interactions",
+            &json!({"product_id": product, "type": "purchase.completed", "data": {"order_id": order}}),
+            Some(&app.token(who)),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn scalar_i64(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&app.ctx.pool)
+        .await
+        .unwrap()
+}
+
+/// Σ of pushed rewards per wallet in PostgreSQL, as decimal strings.
+pub async fn pushed_per_wallet(app: &TestApp) -> Vec<(Address, U256)> {
+    let rows: Vec<(Vec<u8>, String)> = sqlx::query_as(
+        "SELECT wallet, sum(amount)::text FROM rewards WHERE status = 'pushed' GROUP BY wallet ORDER BY wallet",
+    )
+    .fetch_all(&app.ctx.pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(w, a)| (Address::from_slice(&w), a.parse().unwrap()))
+        .collect()
+}
+
+/// The exactly-once invariant: every wallet's on-chain pending amount equals what
+/// PostgreSQL says was pushed to it, and every RewardsPushed event is a confirmed batch.
+pub async fn assert_exactly_once(app: &TestApp, chain: &TestChain) {
+    let pushed = pushed_per_wallet(app).await;
+    assert!(!pushed.is_empty(), "nothing was pushed");
+    for (wallet, amount) in &pushed {
+        assert_eq!(
+            chain.pending_on_chain(*wallet).await,
+            *amount,
+            "wallet {wallet}"
+        );
+    }
+    let confirmed = scalar_i64(
+        app,
+        "SELECT count(*) FROM reward_batches WHERE status = 'confirmed'",
+    )
+    .await;
+    assert_eq!(
+        chain.pushes().await as i64,
+        confirmed,
+        "RewardsPushed events vs confirmed batches"
+    );
+}

@@ -1,0 +1,351 @@
+//! Rewards to the chain against a real anvil: the whole loop, the exactly-once
+//! ledger across crashes at every step, a node outage, and a reverting push.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use rewardflow::chain::ChainContext;
+use rewardflow::chain::contracts::{MultiTokenPushPull, ProductBank};
+use rewardflow::chain::push::Pushing;
+use rewardflow::config::Settings;
+use rewardflow::db::push as ledger;
+use rewardflow::domain::push::onchain_campaign_id;
+use serde_json::json;
+
+use crate::chain_fixture::*;
+use crate::common::{TestApp, fresh_database, test_settings};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn all_pushed(app: &TestApp) {
+    eventually(WAIT, "every reward pushed", || async {
+        let open = scalar_i64(
+            app,
+            "SELECT count(*) FROM rewards WHERE status IN ('pending', 'pushing')",
+        )
+        .await;
+        let unfinished = scalar_i64(
+            app,
+            "SELECT count(*) FROM reward_batches WHERE status IN ('created', 'sent')",
+        )
+        .await;
+        (open == 0 && unfinished == 0).then_some(())
+    })
+    .await;
+}
+
+async fn campaign_allocated(app: &TestApp, campaign: i64) {
+    let owner = owner_token(app);
+    eventually(WAIT, "the campaign allocated on its bank", || async {
+        let (_, body) = app
+            .get(&format!("/v1/campaigns/{campaign}"), Some(&owner))
+            .await;
+        (body["chain"]["state"] == "allocated").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewards_reach_the_chain_and_a_claim_is_indexed() {
+    let chain = TestChain::start().await;
+    let app = TestApp::spawn_with(|s| chain.configure(s)).await;
+    let (product, campaign) = product_and_campaign(&app, &chain, json!({})).await;
+    campaign_allocated(&app, campaign).await;
+
+    // A chain of three: root ← mid ← claimer; the claimer buys (design example 5 / 4 / 0.8 / 0.2
+    // needs depth 3: add a top).
+    let claimer: alloy::signers::local::PrivateKeySigner = CLAIMER_KEY.parse().unwrap();
+    let (top, root, mid, buyer) = (user(1), user(2), user(3), claimer.address());
+    refer(&app, &product, root, top).await;
+    refer(&app, &product, mid, root).await;
+    refer(&app, &product, buyer, mid).await;
+    purchase(&app, &product, buyer, "order-1").await;
+    purchase(&app, &product, user(9), "order-2").await;
+    all_pushed(&app).await;
+    assert_exactly_once(&app, &chain).await;
+    let ten = U256::from(10u64).pow(U256::from(18));
+    assert_eq!(
+        chain.pending_on_chain(buyer).await,
+        ten * U256::from(5u64) + U256::ZERO
+    );
+    assert_eq!(chain.pending_on_chain(mid).await, ten * U256::from(4u64));
+    assert_eq!(
+        chain.pending_on_chain(root).await,
+        ten * U256::from(8u64) / U256::from(10u64)
+    );
+    assert_eq!(
+        chain.pending_on_chain(top).await,
+        ten * U256::from(2u64) / U256::from(10u64)
+    );
+
+    // The wallet API: claimable once indexed.
+    let path = format!("/v1/wallets/{buyer:#x}/rewards");
+    let five = (ten * U256::from(5u64)).to_string();
+    eventually(WAIT, "the RewardAdded indexed", || async {
+        let (_, body) = app.get(&path, None).await;
+        (body["tokens"][0]["claimable"] == five.as_str()).then_some(())
+    })
+    .await;
+    let (_, body) = app.get(&path, None).await;
+    assert_eq!(body["tokens"][0]["pending"], "0", "{body}");
+    assert_eq!(body["tokens"][0]["claimed"], "0", "{body}");
+
+    // The user claims on-chain; the indexer sees it.
+    let user_provider = wallet_provider(&chain.rpc_url(), CLAIMER_KEY);
+    let receipt = MultiTokenPushPull::new(chain.push_pull, &user_provider)
+        .pullReward(chain.token)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    eventually(WAIT, "the claim indexed", || async {
+        let (_, body) = app.get(&path, None).await;
+        (body["tokens"][0]["claimed"] == five.as_str() && body["tokens"][0]["claimable"] == "0")
+            .then_some(())
+    })
+    .await;
+    let (status, history) = app
+        .get(&format!("/v1/wallets/{buyer:#x}/history"), None)
+        .await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(
+        history["claims"][0]["tx_hash"],
+        format!("{:#x}", receipt.transaction_hash),
+        "{history}"
+    );
+    let rewards = history["rewards"].as_array().unwrap();
+    assert!(
+        rewards
+            .iter()
+            .any(|r| r["status"] == "pushed" && r["tx_hash"].is_string()),
+        "{history}"
+    );
+    let (status, _) = app.get("/v1/wallets/not-an-address/rewards", None).await;
+    assert_eq!(status, 422);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("rewardflow_push_batches_total{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rewardflow_indexer_events_total{event=\"RewardClaimed\"}"),
+        "{metrics}"
+    );
+    app.stop().await.unwrap();
+}
+
+/// Where the previous process stopped.
+#[derive(Debug, Clone, Copy)]
+enum CrashPoint {
+    Marked,
+    Signed,
+    Sent,
+    Mined,
+}
+
+/// Runs the steps of one batch up to `point` (as a pusher that then died would),
+/// restarts the service and checks every reward is paid exactly once.
+async fn crash_and_recover(point: CrashPoint) {
+    let chain = TestChain::start().await;
+    let database = fresh_database().await;
+    let with_chain = || {
+        let mut s: Settings = test_settings(&database);
+        chain.configure(&mut s);
+        s
+    };
+    // The first process has no pusher: the test plays its steps.
+    let first = TestApp::start(test_settings(&database)).await.unwrap();
+    let (product, _campaign) = product_and_campaign(&first, &chain, json!({})).await;
+    for i in 0..6 {
+        purchase(&first, &product, user(100 + i), &format!("o{i}")).await;
+    }
+    let ctx = &first.ctx;
+    let chain_ctx = ChainContext::connect(&with_chain().chain)
+        .await
+        .unwrap()
+        .unwrap();
+    let steps = Pushing {
+        pool: ctx.pool.clone(),
+        chain: chain_ctx.chain.clone(),
+        distributor: chain_ctx.distributor.clone(),
+        manager: chain_ctx.manager.clone(),
+        token: chain.token,
+        settings: Arc::new({
+            let mut c = with_chain().chain;
+            c.max_batch = 4; // two batches: one crashed, one left pending
+            c
+        }),
+    };
+    steps.sync_campaigns().await.unwrap();
+    let work = steps.work().await.unwrap();
+    assert_eq!(work.len(), 1);
+    let batch = steps.prepare(&work[0]).await.unwrap().expect("a batch");
+    assert_eq!(batch.recipient_count, 4);
+    if !matches!(point, CrashPoint::Marked) {
+        let payload = steps.payload(&batch).await.unwrap();
+        let signature = steps.sign(&batch, &payload).await.unwrap();
+        if matches!(point, CrashPoint::Sent | CrashPoint::Mined) {
+            let tx = steps.send(&batch, &payload, signature).await.unwrap();
+            if matches!(point, CrashPoint::Mined) {
+                ledger::mark_sent(&ctx.pool, batch.id, tx).await.unwrap();
+                let receipt = eventually(WAIT, "the receipt", || async {
+                    steps.chain.receipt(tx).await.unwrap()
+                })
+                .await;
+                assert!(receipt.status());
+            }
+        }
+    }
+    first.stop().await.unwrap();
+
+    let second = TestApp::start(with_chain()).await.unwrap();
+    all_pushed(&second).await;
+    assert_exactly_once(&second, &chain).await;
+    let pushed = scalar_i64(
+        &second,
+        "SELECT count(*) FROM rewards WHERE status = 'pushed'",
+    )
+    .await;
+    assert_eq!(pushed, 6, "{point:?}");
+    let batch_status: String =
+        sqlx::query_scalar("SELECT status FROM reward_batches WHERE id = $1")
+            .bind(batch.id)
+            .fetch_one(&second.ctx.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        batch_status, "confirmed",
+        "{point:?}: the crashed batch was finished, not redone"
+    );
+    second.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pusher_killed_after_marking_loses_nothing() {
+    crash_and_recover(CrashPoint::Marked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pusher_killed_after_signing_resends_the_same_batch() {
+    crash_and_recover(CrashPoint::Signed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pusher_killed_after_sending_does_not_pay_twice() {
+    crash_and_recover(CrashPoint::Sent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pusher_killed_after_the_receipt_records_it() {
+    crash_and_recover(CrashPoint::Mined).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewards_wait_while_the_node_is_down_then_go_through() {
+    let mut chain = TestChain::start().await;
+    let app = TestApp::spawn_with(|s| chain.configure(s)).await;
+    let (product, campaign) = product_and_campaign(&app, &chain, json!({})).await;
+    campaign_allocated(&app, campaign).await;
+    chain.stop_node();
+    for i in 0..5 {
+        purchase(&app, &product, user(200 + i), &format!("down-{i}")).await;
+    }
+    // The pusher keeps failing to reach the node; the rewards stay pending.
+    eventually(WAIT, "a push error while the node is down", || async {
+        app.metrics().await.contains("kind=\"rpc\"").then_some(())
+    })
+    .await;
+    let pending = scalar_i64(
+        &app,
+        "SELECT count(*) FROM rewards WHERE status = 'pending'",
+    )
+    .await;
+    assert_eq!(pending, 5);
+    chain.restart_node();
+    all_pushed(&app).await;
+    assert_exactly_once(&app, &chain).await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverting_push_returns_rewards_to_pending_until_the_budget_is_fixed() {
+    let chain = TestChain::start().await;
+    let app = TestApp::spawn_with(|s| chain.configure(s)).await;
+    let cap = "100000000000000000000"; // 100 units
+    let (product, campaign) = product_and_campaign(&app, &chain, json!({"budget_cap": cap})).await;
+    campaign_allocated(&app, campaign).await;
+    // Someone with the manager role shrinks the on-chain budget to 1 wei.
+    let (_, view) = app
+        .get(
+            &format!("/v1/campaigns/{campaign}"),
+            Some(&owner_token(&app)),
+        )
+        .await;
+    let external: uuid::Uuid = view["external_id"].as_str().unwrap().parse().unwrap();
+    // (A fresh provider: the service has sent from this key meanwhile.)
+    let manager = wallet_provider(&chain.rpc_url(), DEPLOYER_KEY);
+    let bank = ProductBank::new(chain.bank, &manager);
+    let receipt = bank
+        .allocateCampaignBudget(onchain_campaign_id(external), chain.token, U256::from(1u64))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+
+    purchase(&app, &product, user(300), "r-1").await;
+    let error: String = eventually(WAIT, "a failed batch", || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT error FROM reward_batches WHERE status = 'failed' LIMIT 1",
+        )
+        .fetch_optional(&app.ctx.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(error.contains("InsufficientBudget"), "{error}");
+    let reason: String = eventually(WAIT, "the reward back to pending", || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT status_reason FROM rewards WHERE status = 'pending' AND status_reason IS NOT NULL LIMIT 1",
+        )
+        .fetch_optional(&app.ctx.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(
+        reason.contains("failed") && reason.contains("InsufficientBudget"),
+        "{reason}"
+    );
+    assert!(app.metrics().await.contains("outcome=\"failed\""));
+
+    // Raising the cap re-allocates what is left on the bank; the reward goes through.
+    let (status, body) = app
+        .patch_json(
+            &format!("/v1/campaigns/{campaign}"),
+            &json!({"budget_cap": "200000000000000000000"}),
+            &owner_token(&app),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    all_pushed(&app).await;
+    assert_exactly_once(&app, &chain).await;
+    let on_chain_budget = bank
+        .getCampaignBudget(onchain_campaign_id(external), chain.token)
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(
+        on_chain_budget,
+        U256::from(200u64) * U256::from(10u64).pow(U256::from(18))
+            - U256::from(5u64) * U256::from(10u64).pow(U256::from(18)),
+        "the bank holds the cap minus what was pushed"
+    );
+    app.stop().await.unwrap();
+}
