@@ -9,3 +9,4 @@ mod crash;
 mod interactions;
 mod ops;
 mod products;
+mod telemetry;
