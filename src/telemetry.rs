@@ -434,6 +434,8 @@ fn describe_all() {
 /// Counter series whose label values are known up front, started at zero so that
 /// `rate()`/`increase()` see their first event and alerts have a series to compare
 /// (actor restarts are started by the supervisors, which know their children).
+/// metrics-exporter-prometheus renders a family — HELP and TYPE lines included —
+/// only once one of its series is registered: `describe_*` alone renders nothing.
 const KNOWN_COUNTERS: &[(&str, &[(&str, &str)])] = &[
     (WRITER_FLUSHES_TOTAL, &[("outcome", "committed")]),
     (WRITER_FLUSHES_TOTAL, &[("outcome", "failed")]),
