@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, Rust unit and whole-app tests (against a
-# real PostgreSQL the harness starts itself), and the contracts' forge tests
-# (unit, fuzz, invariant) with the artifact freshness check.
+# real PostgreSQL the harness starts itself), the contracts' forge tests (unit,
+# fuzz, invariant) with the artifact freshness check, and the observability check
+# (dashboards and alerts evaluated by a real Prometheus scraping the service).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -17,6 +18,8 @@ echo "==> contracts (forge)"
 contracts/scripts/test.sh 2>&1 | tee -a "$log"
 echo "==> cargo test"
 cargo test --workspace --all-targets --locked 2>&1 | tee -a "$log"
+echo "==> observability (promtool, Prometheus against rewardflow dev)"
+scripts/check-observability.sh
 
 # One closing line for the whole suite.
 awk '

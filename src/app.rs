@@ -165,12 +165,9 @@ impl App {
     ) -> Result<(), AppError> {
         let Self { ctx, mut root_join } = self;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = warp::serve(http::routes(ctx.clone()))
-            .incoming(listener)
-            .graceful(async move {
-                let _ = stop_rx.await;
-            })
-            .run();
+        let server = http::serve(ctx.clone(), listener, async move {
+            let _ = stop_rx.await;
+        });
         let mut server = std::pin::pin!(server);
         let mut shutdown = std::pin::pin!(shutdown);
 

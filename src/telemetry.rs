@@ -3,6 +3,9 @@
 //! Prometheus conventions: base units, `_total` counters, `_seconds` histograms with
 //! explicit buckets, bounded label sets.
 
+pub mod process;
+pub mod request_id;
+
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -74,6 +77,18 @@ pub const INDEXER_HEAD_LAG_BLOCKS: &str = "rewardflow_indexer_head_lag_blocks";
 pub const INDEXER_BLOCK: &str = "rewardflow_indexer_block";
 pub const INDEXER_EVENTS_TOTAL: &str = "rewardflow_indexer_events_total";
 pub const INDEXER_REORGS_TOTAL: &str = "rewardflow_indexer_reorgs_total";
+pub const REWARDS_CREATED_TOTAL: &str = "rewardflow_rewards_created_total";
+pub const CAMPAIGNS: &str = "rewardflow_campaigns";
+pub const CAMPAIGN_BUDGET_REMAINING_TOKENS: &str = "rewardflow_campaign_budget_remaining_tokens";
+pub const CAMPAIGNS_LOW_BUDGET: &str = "rewardflow_campaigns_low_budget";
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "rewardflow_process_resident_memory_bytes";
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "rewardflow_process_cpu_seconds_total";
+pub const PROCESS_OPEN_FDS: &str = "rewardflow_process_open_fds";
+pub const PROCESS_THREADS: &str = "rewardflow_process_threads";
+
+/// A capped campaign is "low on budget" with less than this share of its cap left
+/// (basis points).
+pub const LOW_BUDGET_BPS: u32 = 1_000;
 
 pub const CATALOGUE: &[MetricDef] = &[
     MetricDef {
@@ -96,7 +111,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: ACTOR_RESTARTS_TOTAL,
         kind: MetricKind::Counter,
         unit: "restarts",
-        help: "Actor restarts by the supervisor, by actor kind and reason (panic, error, stopped, spawn_failed).",
+        help: "Actor restarts by the supervisor, by actor kind and reason (failed: panicked or returned an error, stopped: stopped unasked, spawn_failed: a restart attempt failed).",
         labels: &["actor", "reason"],
         buckets: &[],
     },
@@ -309,6 +324,70 @@ pub const CATALOGUE: &[MetricDef] = &[
         buckets: &[],
     },
     MetricDef {
+        name: REWARDS_CREATED_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "rewards",
+        help: "Reward rows committed with their interactions, by recipient type (user, referrer_l1..referrer_l5) and token address.",
+        labels: &["recipient_type", "token"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: CAMPAIGNS,
+        kind: MetricKind::Gauge,
+        unit: "campaigns",
+        help: "Campaigns by status (draft, active, paused, deactivated, budget_exhausted, expired), counted in PostgreSQL every maintenance tick.",
+        labels: &["status"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: CAMPAIGN_BUDGET_REMAINING_TOKENS,
+        kind: MetricKind::Gauge,
+        unit: "tokens",
+        help: "Budget left in active capped campaigns, in whole tokens (cap minus used, over the bank's decimals), by token address; 0 when a bank's token has no active capped campaign.",
+        labels: &["token"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: CAMPAIGNS_LOW_BUDGET,
+        kind: MetricKind::Gauge,
+        unit: "campaigns",
+        help: "Active capped campaigns with less than 10% of their cap left, by token address.",
+        labels: &["token"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: PROCESS_RESIDENT_MEMORY_BYTES,
+        kind: MetricKind::Gauge,
+        unit: "bytes",
+        help: "Resident memory of the service process (VmRSS of /proc/self/status).",
+        labels: &[],
+        buckets: &[],
+    },
+    MetricDef {
+        name: PROCESS_CPU_SECONDS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "seconds",
+        help: "User and system CPU time of the service process, in whole seconds (the metrics facade counts integers; use rate over a minute or more).",
+        labels: &[],
+        buckets: &[],
+    },
+    MetricDef {
+        name: PROCESS_OPEN_FDS,
+        kind: MetricKind::Gauge,
+        unit: "descriptors",
+        help: "Open file descriptors of the service process (sockets included).",
+        labels: &[],
+        buckets: &[],
+    },
+    MetricDef {
+        name: PROCESS_THREADS,
+        kind: MetricKind::Gauge,
+        unit: "threads",
+        help: "OS threads of the service process.",
+        labels: &[],
+        buckets: &[],
+    },
+    MetricDef {
         name: BUILD_INFO,
         kind: MetricKind::Gauge,
         unit: "info",
@@ -334,6 +413,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .install_recorder()
                 .expect("the metrics recorder is installed once per process");
             describe_all();
+            register_known_series();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
@@ -349,6 +429,32 @@ fn describe_all() {
             MetricKind::Histogram => metrics::describe_histogram!(def.name, help),
         }
     }
+}
+
+/// Counter series whose label values are known up front, started at zero so that
+/// `rate()`/`increase()` see their first event and alerts have a series to compare
+/// (actor restarts are started by the supervisors, which know their children).
+/// metrics-exporter-prometheus renders a family — HELP and TYPE lines included —
+/// only once one of its series is registered: `describe_*` alone renders nothing.
+const KNOWN_COUNTERS: &[(&str, &[(&str, &str)])] = &[
+    (WRITER_FLUSHES_TOTAL, &[("outcome", "committed")]),
+    (WRITER_FLUSHES_TOTAL, &[("outcome", "failed")]),
+    (RATE_LIMITED_TOTAL, &[("scope", "wallet")]),
+    (RATE_LIMITED_TOTAL, &[("scope", "ip")]),
+    (REFERRAL_CACHE_LOOKUPS_TOTAL, &[("result", "hit")]),
+    (REFERRAL_CACHE_LOOKUPS_TOTAL, &[("result", "miss")]),
+    (AUTH_NONCES_EXPIRED_TOTAL, &[]),
+];
+
+fn register_known_series() {
+    for (name, labels) in KNOWN_COUNTERS {
+        start_counter(name, labels);
+    }
+}
+
+/// Registers a counter series at zero (or leaves it as it is).
+pub fn start_counter(name: &'static str, labels: &[(&'static str, &'static str)]) {
+    metrics::counter!(name, labels).increment(0);
 }
 
 /// Starts `tracing` output once per process (later calls are no-ops).

@@ -66,6 +66,8 @@ impl Actor for Indexer {
         myself: ActorRef<Self::Msg>,
         args: IndexerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Exported from the start, so that "no reorg" reads as 0.
+        metrics::counter!(telemetry::INDEXER_REORGS_TOTAL).increment(0);
         let ticker = myself.send_interval(args.poll_interval, || IndexerMsg::Poll);
         myself.cast(IndexerMsg::Poll)?;
         Ok(IndexerState {

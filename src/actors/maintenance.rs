@@ -1,6 +1,6 @@
-//! Periodic upkeep: probes the database for `/readyz`, publishes pool and mailbox
-//! gauges, deletes expired sign-in nonces, marks ended campaigns expired, and
-//! forgets idle rate-limit buckets.
+//! Periodic upkeep: probes the database for `/readyz`, publishes pool, mailbox,
+//! process and campaign gauges, deletes expired sign-in nonces, marks ended
+//! campaigns expired, and forgets idle rate-limit buckets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,8 @@ use sqlx::PgPool;
 
 use super::product_directory::ProductRegistry;
 use crate::db;
+use crate::domain::campaign::CampaignStatus;
+use crate::domain::ids::to_hex;
 use crate::limits::RateLimiter;
 use crate::readiness::Readiness;
 use crate::telemetry;
@@ -47,8 +49,12 @@ impl Actor for Maintenance {
         myself: ActorRef<Self::Msg>,
         args: MaintenanceArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // A first probe right away, so readiness does not wait a whole interval.
-        probe(&args).await;
+        // A first round right away, so readiness and the gauges do not wait a
+        // whole interval.
+        telemetry::process::publish();
+        if probe(&args).await {
+            publish_campaign_gauges(&args.pool).await;
+        }
         let ticker = myself.send_interval(args.interval, || MaintenanceMsg::Tick);
         Ok(MaintenanceState {
             args,
@@ -77,6 +83,7 @@ impl Actor for Maintenance {
                 args.limiter.sweep(chrono::Utc::now().timestamp_millis());
                 metrics::gauge!(telemetry::MAILBOX_DEPTH, "actor" => "product")
                     .set(args.products.queued() as f64);
+                telemetry::process::publish();
                 if probe(&state.args).await {
                     match db::auth_nonces::delete_expired(&state.args.pool).await {
                         Ok(n) => {
@@ -89,6 +96,7 @@ impl Actor for Maintenance {
                     if let Err(err) = db::campaigns::expire_ended(&state.args.pool).await {
                         tracing::warn!(error = %err, "expiring ended campaigns failed");
                     }
+                    publish_campaign_gauges(&state.args.pool).await;
                 }
             }
         }
@@ -112,4 +120,33 @@ async fn probe(args: &MaintenanceArgs) -> bool {
     metrics::gauge!(telemetry::DB_POOL_CONNECTIONS, "state" => "idle").set(idle);
     metrics::gauge!(telemetry::DB_POOL_CONNECTIONS, "state" => "in_use").set(size - idle);
     reachable
+}
+
+/// Campaigns by status, and the budget left in capped campaigns per token: two
+/// aggregate queries per tick, so the gauges are the database's truth (shared by
+/// every instance; dashboards take the max across instances).
+async fn publish_campaign_gauges(pool: &PgPool) {
+    match db::campaigns::count_by_status(pool).await {
+        Ok(counts) => {
+            for status in CampaignStatus::ALL {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == status.as_str())
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!(telemetry::CAMPAIGNS, "status" => status.as_str()).set(n as f64);
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "counting campaigns failed"),
+    }
+    match db::campaigns::capped_budgets(pool, telemetry::LOW_BUDGET_BPS).await {
+        Ok(budgets) => {
+            for (token, remaining, low) in budgets {
+                let token = to_hex(token);
+                metrics::gauge!(telemetry::CAMPAIGN_BUDGET_REMAINING_TOKENS, "token" => token.clone())
+                    .set(remaining);
+                metrics::gauge!(telemetry::CAMPAIGNS_LOW_BUDGET, "token" => token).set(low as f64);
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "summing campaign budgets failed"),
+    }
 }

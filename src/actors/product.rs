@@ -29,6 +29,7 @@ use crate::domain::campaign::{CampaignRule, CampaignStatus, Occurrence, Recipien
 use crate::domain::interaction::{DedupKey, Interaction, InteractionType, window_hash};
 use crate::domain::referral::ReferralOutcome;
 use crate::telemetry;
+use crate::telemetry::request_id::RequestId;
 
 /// Idempotency and natural keys of committed interactions, all products.
 pub type DedupCache = Cache<(B256, DedupKey), Uuid>;
@@ -39,6 +40,8 @@ pub struct RequestMeta {
     pub source: &'static str,
     pub source_ip: Option<IpAddr>,
     pub user_agent: Option<String>,
+    /// Named by the log lines of the write that stores the request's rows.
+    pub request_id: RequestId,
 }
 
 pub struct IngestItem {
@@ -118,6 +121,7 @@ struct PendingRow {
 /// A request being answered.
 struct OpenRequest {
     reply: oneshot::Sender<Vec<(usize, ItemResult)>>,
+    request_id: RequestId,
     opened: std::time::Instant,
     indexes: Vec<usize>,
     kinds: Vec<InteractionType>,
@@ -235,6 +239,7 @@ async fn ingest(
     state.next_tag += 1;
     let mut request = OpenRequest {
         reply,
+        request_id: meta.request_id.clone(),
         opened: std::time::Instant::now(),
         indexes: items.iter().map(|i| i.index).collect(),
         kinds: items.iter().map(|i| i.interaction.kind).collect(),
@@ -386,6 +391,7 @@ async fn submit(
     let set = WriteSet {
         product: myself.clone(),
         tag,
+        request_id: meta.request_id.clone(),
         rows,
         rewards,
         users,
@@ -459,16 +465,17 @@ fn expire_stale(state: &mut ProductState) {
         .map(|(tag, _)| *tag)
         .collect();
     for tag in stale {
-        let rows = match state.open.get_mut(&tag) {
+        let (rows, request_id) = match state.open.get_mut(&tag) {
             Some(request) => {
                 let rows = std::mem::take(&mut request.rows);
                 request.remaining -= rows.len();
-                rows
+                (rows, request.request_id.clone())
             }
             None => continue,
         };
         tracing::warn!(
             rows = rows.len(),
+            %request_id,
             "write set never came back; answering unavailable"
         );
         forget_referrals(state, &rows);

@@ -155,6 +155,13 @@ impl Actor for ProductDirectory {
     ) -> Result<Self::State, ActorProcessingErr> {
         // Actors of a previous directory died with it; start from nothing.
         args.registry.running.clear();
+        metrics::gauge!(telemetry::PRODUCT_ACTORS).set(0.0);
+        for reason in ["failed", "stopped"] {
+            telemetry::start_counter(
+                telemetry::ACTOR_RESTARTS_TOTAL,
+                &[("actor", "product"), ("reason", reason)],
+            );
+        }
         Ok(DirectoryState {
             args,
             by_actor: HashMap::new(),

@@ -16,6 +16,9 @@ use ractor::{
 use crate::config::SupervisorSettings;
 use crate::telemetry;
 
+/// The `reason` label values of `rewardflow_actor_restarts_total`.
+pub const RESTART_REASONS: [&str; 3] = ["failed", "stopped", "spawn_failed"];
+
 /// Spawns a child linked to the given supervisor and returns its cell.
 pub type SpawnFn =
     Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
@@ -162,6 +165,15 @@ impl Actor for Supervisor {
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut children = Vec::with_capacity(args.children.len());
+        for spec in &args.children {
+            for reason in RESTART_REASONS {
+                telemetry::start_counter(
+                    telemetry::ACTOR_RESTARTS_TOTAL,
+                    &[("actor", spec.kind), ("reason", reason)],
+                );
+            }
+            telemetry::start_counter(telemetry::ACTOR_MELTDOWNS_TOTAL, &[("actor", spec.kind)]);
+        }
         for spec in args.children {
             let cell = (spec.spawn)(myself.get_cell())
                 .await

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use alloy::primitives::Address;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -24,7 +25,9 @@ use super::supervisor::ActorSlot;
 use crate::db::interactions::{InteractionRow, insert_batch};
 use crate::db::rewards::{self, RewardRow, UserReward};
 use crate::db::{self, DbError};
+use crate::domain::ids::to_hex;
 use crate::telemetry;
+use crate::telemetry::request_id::RequestId;
 
 pub const KIND: &str = "writer";
 
@@ -33,6 +36,8 @@ pub struct WriteSet {
     pub product: ActorRef<ProductMsg>,
     /// The product actor's request tag, returned with the outcome.
     pub tag: u64,
+    /// The HTTP request the rows came with, named in the flush's log line.
+    pub request_id: RequestId,
     pub rows: Vec<InteractionRow>,
     pub rewards: Vec<RewardRow>,
     pub users: Vec<UserReward>,
@@ -140,6 +145,8 @@ pub struct WriterState {
     buffer: VecDeque<WriteSet>,
     lanes_busy: usize,
     probing: bool,
+    /// Number of the next flush, for log lines.
+    next_flush: u64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -159,11 +166,13 @@ impl Actor for Writer {
         // predecessor, whose product actors answered 503 (their reply ports closed).
         args.gate.pending_rows.store(0, Ordering::Release);
         args.gate.set_healthy(true);
+        metrics::gauge!(telemetry::MAILBOX_DEPTH, "actor" => KIND).set(0.0);
         Ok(WriterState {
             args,
             buffer: VecDeque::new(),
             lanes_busy: 0,
             probing: false,
+            next_flush: 0,
         })
     }
 
@@ -175,7 +184,13 @@ impl Actor for Writer {
     ) -> Result<(), ActorProcessingErr> {
         let sets: Vec<WriteSet> = state.buffer.drain(..).collect();
         if !sets.is_empty() {
-            flush(&state.args.pool, &state.args.pushers, sets).await;
+            flush(
+                &state.args.pool,
+                &state.args.pushers,
+                sets,
+                state.next_flush,
+            )
+            .await;
         }
         Ok(())
     }
@@ -232,11 +247,13 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
             sets.push(state.buffer.pop_front().expect("front exists"));
         }
         state.lanes_busy += 1;
+        let number = state.next_flush;
+        state.next_flush += 1;
         let pool = state.args.pool.clone();
         let pushers = state.args.pushers.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
-            let database_down = flush(&pool, &pushers, sets).await;
+            let database_down = flush(&pool, &pushers, sets, number).await;
             let _ = myself.cast(WriterMsg::FlushDone {
                 rows: rows as u64,
                 database_down,
@@ -245,25 +262,60 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
     }
 }
 
-/// Writes the sets in one transaction and tells each product actor the outcome.
-/// A batch refused for a non-retryable reason is retried set by set, so one bad
-/// write set cannot fail the others. Returns whether the database looks down.
-async fn flush(pool: &PgPool, pushers: &ActorSlot<PushDirectoryMsg>, sets: Vec<WriteSet>) -> bool {
+/// Who a write set of a batch belongs to, and how many of each kind of row it has.
+struct Owner {
+    product: ActorRef<ProductMsg>,
+    tag: u64,
+    request_id: RequestId,
+    counts: (usize, usize, usize),
+    exhausted: Vec<i64>,
+}
+
+/// Writes the sets in one transaction (flush number `number`) and tells each
+/// product actor the outcome. A batch refused for a non-retryable reason is
+/// retried set by set, so one bad write set cannot fail the others. Returns
+/// whether the database looks down.
+async fn flush(
+    pool: &PgPool,
+    pushers: &ActorSlot<PushDirectoryMsg>,
+    sets: Vec<WriteSet>,
+    number: u64,
+) -> bool {
     let mut owners = Vec::with_capacity(sets.len());
     let mut batch = Batch::default();
     for set in sets {
-        let counts = (set.rows.len(), set.rewards.len(), set.users.len());
         batch.exhausted.extend(set.exhausted.iter().copied());
-        owners.push((set.product, set.tag, counts, set.exhausted));
+        owners.push(Owner {
+            product: set.product,
+            tag: set.tag,
+            request_id: set.request_id,
+            counts: (set.rows.len(), set.rewards.len(), set.users.len()),
+            exhausted: set.exhausted,
+        });
         batch.rows.extend(set.rows);
         batch.rewards.extend(set.rewards);
         batch.users.extend(set.users);
     }
     match write(pool, &batch).await {
-        Ok(skipped) => {
+        Ok(written) => {
+            // Fields are only evaluated when debug is enabled: no string otherwise.
+            tracing::debug!(
+                flush = number,
+                rows = batch.rows.len() - written.skipped.len(),
+                rewards = written.rewards,
+                requests = %request_ids(&owners),
+                "flush committed"
+            );
+            let skipped = written.skipped;
             notify_pushers(pushers, &batch.rewards);
             let mut start = 0;
-            for (product, tag, (count, ..), _) in owners {
+            for Owner {
+                product,
+                tag,
+                counts: (count, ..),
+                ..
+            } in owners
+            {
                 let mine: HashMap<Uuid, Option<Uuid>> = batch.rows[start..start + count]
                     .iter()
                     .filter_map(|r| skipped.get(&r.id).map(|e| (r.id, *e)))
@@ -277,9 +329,15 @@ async fn flush(pool: &PgPool, pushers: &ActorSlot<PushDirectoryMsg>, sets: Vec<W
             false
         }
         Err(err) if err.is_retryable() || owners.len() == 1 => {
-            tracing::warn!(error = %err, rows = batch.rows.len(), "flush failed");
+            tracing::warn!(
+                error = %err,
+                flush = number,
+                rows = batch.rows.len(),
+                requests = %request_ids(&owners),
+                "flush failed"
+            );
             let retryable = err.is_retryable();
-            for (product, tag, ..) in owners {
+            for Owner { product, tag, .. } in owners {
                 let _ = product.cast(ProductMsg::Flushed {
                     tag,
                     outcome: FlushOutcome::Failed { retryable },
@@ -288,20 +346,26 @@ async fn flush(pool: &PgPool, pushers: &ActorSlot<PushDirectoryMsg>, sets: Vec<W
             retryable
         }
         Err(err) => {
-            tracing::error!(error = %err, "flush refused; retrying write set by write set");
+            tracing::error!(
+                error = %err,
+                flush = number,
+                "flush refused; retrying write set by write set"
+            );
             let mut rows = batch.rows.into_iter();
             let mut rewards = batch.rewards.into_iter();
             let mut users = batch.users.into_iter();
-            for (product, tag, (count, reward_count, user_count), exhausted) in owners {
+            for owner in owners {
+                let (count, reward_count, user_count) = owner.counts;
                 let set = WriteSet {
-                    product,
-                    tag,
+                    product: owner.product,
+                    tag: owner.tag,
+                    request_id: owner.request_id,
                     rows: rows.by_ref().take(count).collect(),
                     rewards: rewards.by_ref().take(reward_count).collect(),
                     users: users.by_ref().take(user_count).collect(),
-                    exhausted,
+                    exhausted: owner.exhausted,
                 };
-                if Box::pin(flush(pool, pushers, vec![set])).await {
+                if Box::pin(flush(pool, pushers, vec![set], number)).await {
                     return true;
                 }
             }
@@ -329,17 +393,26 @@ fn notify_pushers(pushers: &ActorSlot<PushDirectoryMsg>, rewards: &[RewardRow]) 
     let _ = directory.cast(PushDirectoryMsg::Committed(counts));
 }
 
+/// What a committed flush stored.
+struct Written {
+    /// Rows a unique index refused → the id holding their key.
+    skipped: HashMap<Uuid, Option<Uuid>>,
+    /// Reward rows inserted.
+    rewards: usize,
+}
+
 /// One transaction: the interactions, then the rewards of those actually inserted
 /// (a row a unique index refused earned nothing), the budgets and the counters.
-async fn write(pool: &PgPool, batch: &Batch) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
+async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
     let started = Instant::now();
     let rows = &batch.rows;
     let result = async {
         let mut tx = pool.begin().await?;
         let skipped = insert_batch(&mut tx, rows).await?;
         let earned = |id: &Uuid| !skipped.contains_key(id);
-        if skipped.is_empty() {
+        let created = if skipped.is_empty() {
             rewards::record(&mut tx, &batch.rewards, &batch.users, &batch.exhausted).await?;
+            RewardsCreated::count(&batch.rewards)
         } else {
             let rewards: Vec<RewardRow> = batch
                 .rewards
@@ -354,9 +427,10 @@ async fn write(pool: &PgPool, batch: &Batch) -> Result<HashMap<Uuid, Option<Uuid
                 .cloned()
                 .collect();
             rewards::record(&mut tx, &rewards, &users, &batch.exhausted).await?;
-        }
+            RewardsCreated::count(&rewards)
+        };
         tx.commit().await?;
-        Ok::<_, DbError>(skipped)
+        Ok::<_, DbError>((skipped, created))
     }
     .await;
     let outcome = if result.is_ok() {
@@ -368,7 +442,57 @@ async fn write(pool: &PgPool, batch: &Batch) -> Result<HashMap<Uuid, Option<Uuid
         .record(started.elapsed().as_secs_f64());
     metrics::histogram!(telemetry::WRITER_BATCH_ROWS).record(rows.len() as f64);
     metrics::counter!(telemetry::WRITER_FLUSHES_TOTAL, "outcome" => outcome).increment(1);
-    result
+    let (skipped, created) = result?;
+    created.publish();
+    Ok(Written {
+        skipped,
+        rewards: created.total(),
+    })
+}
+
+/// Reward rows of one committed flush by (recipient type, token): counted per
+/// flush, published once (a flush has few distinct pairs).
+struct RewardsCreated(Vec<((&'static str, Address), u64)>);
+
+impl RewardsCreated {
+    fn count(rewards: &[RewardRow]) -> Self {
+        let mut counts: Vec<((&'static str, Address), u64)> = Vec::new();
+        for reward in rewards {
+            let key = (reward.recipient_type, reward.token);
+            match counts.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((key, 1)),
+            }
+        }
+        Self(counts)
+    }
+
+    fn total(&self) -> usize {
+        self.0.iter().map(|(_, n)| *n as usize).sum()
+    }
+
+    fn publish(&self) {
+        for ((recipient_type, token), n) in &self.0 {
+            metrics::counter!(
+                telemetry::REWARDS_CREATED_TOTAL,
+                "recipient_type" => *recipient_type,
+                "token" => to_hex(token)
+            )
+            .increment(*n);
+        }
+    }
+}
+
+/// The request ids of a batch, comma-separated, for a log line.
+fn request_ids(owners: &[Owner]) -> String {
+    let mut ids = String::with_capacity(owners.len() * 37);
+    for (i, owner) in owners.iter().enumerate() {
+        if i > 0 {
+            ids.push(',');
+        }
+        ids.push_str(owner.request_id.as_str());
+    }
+    ids
 }
 
 #[cfg(test)]

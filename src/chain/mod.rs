@@ -115,6 +115,15 @@ impl Chain {
         self.provider.get_logs(filter).await.map_err(rpc)
     }
 
+    /// A bank must be a contract: a call to a plain address "succeeds" and pays nothing.
+    pub async fn ensure_contract(&self, address: Address) -> Result<(), ChainError> {
+        let code = self.provider.get_code_at(address).await.map_err(rpc)?;
+        if code.is_empty() {
+            return Err(ChainError::Reverted(format!("no contract at {address}")));
+        }
+        Ok(())
+    }
+
     pub async fn is_nonce_used(&self, bank: Address, nonce: B256) -> Result<bool, ChainError> {
         ProductBank::new(bank, &self.provider)
             .isNonceUsed(nonce)

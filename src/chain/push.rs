@@ -189,7 +189,11 @@ impl Pushing {
                 }
                 let payload = self.payload(batch).await?;
                 let signature = self.sign(batch, &payload).await?;
-                match self.send(batch, &payload, signature).await {
+                let sent = match self.chain.ensure_contract(batch.bank()).await {
+                    Ok(()) => self.send(batch, &payload, signature).await,
+                    Err(err) => Err(err.into()),
+                };
+                match sent {
                     Ok(tx) => {
                         ledger::mark_sent(&self.pool, batch.id, tx).await?;
                         Ok(Progress::InFlight)
@@ -320,7 +324,9 @@ impl Pushing {
             return Ok(());
         };
         let onchain = push::onchain_campaign_id(c.external_id);
-        let result = if to == "allocated" {
+        let result = if let Err(err) = self.chain.ensure_contract(c.bank).await {
+            Err(err)
+        } else if to == "allocated" {
             // What the bank may still pay: the cap minus what it has been or is
             // being sent (0 keeps the campaign unlimited).
             let budget = if c.budget_cap.is_zero() {

@@ -355,3 +355,35 @@ pub async fn expire_ended(pool: &PgPool) -> Result<u64, DbError> {
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Campaigns per status (statuses without campaigns are absent).
+pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, DbError> {
+    Ok(
+        sqlx::query_as("SELECT status, count(*) FROM campaigns GROUP BY status")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// Per token of any bank: the budget left in active capped campaigns, in whole
+/// tokens, and how many of them have less than `low_bps`/10,000 of their cap left.
+pub async fn capped_budgets(
+    pool: &PgPool,
+    low_bps: u32,
+) -> Result<Vec<(Address, f64, i64)>, DbError> {
+    let rows: Vec<(Vec<u8>, f64, i64)> = sqlx::query_as(
+        "SELECT b.token_address,
+                coalesce(sum((c.budget_cap - c.used_budget) / power(10::numeric, b.decimals)), 0)::float8,
+                count(c.id) FILTER (WHERE (c.budget_cap - c.used_budget) * 10000 < c.budget_cap * $1)
+         FROM product_banks b
+         LEFT JOIN campaigns c ON c.bank_id = b.id AND c.status = 'active' AND c.budget_cap > 0
+         GROUP BY b.token_address",
+    )
+    .bind(i64::from(low_bps))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(token, remaining, low)| (Address::from_slice(&token), remaining, low))
+        .collect())
+}

@@ -37,17 +37,17 @@ impl CampaignStatus {
         }
     }
 
+    pub const ALL: [Self; 6] = [
+        Self::Draft,
+        Self::Active,
+        Self::Paused,
+        Self::Deactivated,
+        Self::BudgetExhausted,
+        Self::Expired,
+    ];
+
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Draft,
-            Self::Active,
-            Self::Paused,
-            Self::Deactivated,
-            Self::BudgetExhausted,
-            Self::Expired,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 

@@ -37,6 +37,19 @@ pub fn to_hex(bytes: impl AsRef<[u8]>) -> String {
     format!("0x{}", hex::encode(bytes))
 }
 
+/// Longest request id taken from a client's `X-Request-Id`.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Whether a client-supplied request id may be used as ours: 1 to 64 characters
+/// of `A-Z a-z 0-9 - _ . :` — enough for UUIDs and trace ids, nothing that could
+/// break a log line or a header.
+pub fn request_id_acceptable(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 /// The product id of a (normalized, lowercase) domain.
 pub fn product_id_for_domain(domain: &str) -> ProductId {
     keccak256(domain.to_ascii_lowercase().as_bytes())
@@ -45,6 +58,19 @@ pub fn product_id_for_domain(domain: &str) -> ProductId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_short_and_plain() {
+        for good in ["a", "0190f3c2-7b1e-7c3d-9f00-1234567890ab", "trace:1.2_3-x"] {
+            assert!(request_id_acceptable(good.as_bytes()), "{good}");
+        }
+        let longest = "x".repeat(MAX_REQUEST_ID_LEN);
+        assert!(request_id_acceptable(longest.as_bytes()));
+        for bad in ["", "has space", "new\nline", "quote\"", "é", "a,b", "{x}"] {
+            assert!(!request_id_acceptable(bad.as_bytes()), "{bad:?}");
+        }
+        assert!(!request_id_acceptable(format!("{longest}x").as_bytes()));
+    }
 
     #[test]
     fn addresses_parse_in_any_case_and_print_lowercase() {

@@ -18,7 +18,7 @@ use warp::{Filter, Rejection};
 use super::auth::authenticate;
 use super::body::parse_json;
 use super::problem::{ApiError, FieldError};
-use super::{authorization, json_reply, respond, with_ctx};
+use super::{authorization, json_reply, peer_addr, request_id, respond, with_ctx};
 use crate::actors::product::{IngestItem, ItemResult, ProductMsg, RequestMeta};
 use crate::actors::product_directory::OpenError;
 use crate::app::AppContext;
@@ -26,6 +26,7 @@ use crate::domain::ids::to_hex;
 use crate::domain::interaction::{Interaction, InteractionInput, MAX_BATCH};
 use crate::domain::product::origin_allowed;
 use crate::telemetry;
+use crate::telemetry::request_id::RequestId;
 
 pub fn routes(
     ctx: Arc<AppContext>,
@@ -37,10 +38,18 @@ pub fn routes(
         .and(authorization())
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("user-agent"))
-        .and(warp::addr::remote())
+        .and(peer_addr())
+        .and(request_id())
         .and(super::body::limited(ctx.settings.server.body_limit_bytes))
-        .and_then(move |ctx, auth, origin, agent, remote, body| {
-            respond(timeout, ingest(ctx, auth, origin, agent, remote, body))
+        .and_then(move |ctx, auth, origin, agent, remote, id, body| {
+            let request = Request {
+                auth,
+                origin,
+                user_agent: agent,
+                remote,
+                id,
+            };
+            respond(timeout, ingest(ctx, request, body))
         })
 }
 
@@ -56,14 +65,23 @@ enum Slot {
     Done(ItemResult),
 }
 
-async fn ingest(
-    ctx: Arc<AppContext>,
+/// What the handler reads from the request besides its body.
+struct Request {
     auth: Option<String>,
     origin: Option<String>,
     user_agent: Option<String>,
     remote: Option<SocketAddr>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+    id: RequestId,
+}
+
+async fn ingest(ctx: Arc<AppContext>, request: Request, body: Bytes) -> Result<Response, ApiError> {
+    let Request {
+        auth,
+        origin,
+        user_agent,
+        remote,
+        id,
+    } = request;
     let session = authenticate(&ctx, auth.as_deref())?;
     let (batch, raw) = split_body(parse_json(&body)?)?;
 
@@ -108,6 +126,7 @@ async fn ingest(
         source: "sdk",
         source_ip: ip,
         user_agent: user_agent.map(|ua| ua.chars().take(1024).collect()),
+        request_id: id,
     });
     let mut by_product: BTreeMap<B256, Vec<(usize, Interaction)>> = BTreeMap::new();
     let kinds: Vec<Option<&'static str>> = {
@@ -152,6 +171,7 @@ async fn ingest(
         }
     }
     count_rejections(&slots, &kinds);
+    log_outcome(&slots);
     Ok(render(&ctx, batch, slots))
 }
 
@@ -299,6 +319,32 @@ fn count_rejections(slots: &[Slot], kinds: &[Option<&'static str>]) {
         metrics::counter!(telemetry::INTERACTIONS_TOTAL, "type" => kind, "outcome" => outcome, "reason" => reason)
             .increment(n);
     }
+}
+
+/// One debug line per request, in the request's span (so it carries the request
+/// id): what was stored and the rewards it earned.
+fn log_outcome(slots: &[Slot]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let (mut accepted, mut duplicate, mut rewards, mut refused) = (0, 0, 0, 0);
+    for slot in slots {
+        match slot {
+            Slot::Done(ItemResult::Accepted { rewards: r, .. }) => {
+                accepted += 1;
+                rewards += r.len();
+            }
+            Slot::Done(ItemResult::Duplicate { .. }) => duplicate += 1,
+            _ => refused += 1,
+        }
+    }
+    tracing::debug!(
+        accepted,
+        duplicate,
+        refused,
+        rewards,
+        "interactions answered"
+    );
 }
 
 fn item_json(result: &ItemResult) -> Value {

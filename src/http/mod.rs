@@ -11,6 +11,7 @@ mod interactions;
 mod ops;
 pub mod problem;
 mod products;
+mod server;
 mod wallets;
 
 use std::convert::Infallible;
@@ -24,7 +25,9 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::app::AppContext;
 use crate::telemetry;
+use crate::telemetry::request_id::RequestId;
 use problem::ApiError;
+pub use server::{PeerAddr, serve};
 
 /// Every route, as (method, template). Request metrics use the template as their
 /// `route` label (bounded), and `/openapi.json` must describe exactly these.
@@ -130,6 +133,18 @@ fn with_ctx(
     ctx: Arc<AppContext>,
 ) -> impl Filter<Extract = (Arc<AppContext>,), Error = Infallible> + Clone {
     warp::any().map(move || ctx.clone())
+}
+
+/// The request's id (set by the server's request layer; a fresh one otherwise).
+fn request_id() -> impl Filter<Extract = (RequestId,), Error = Infallible> + Clone {
+    warp::ext::optional::<RequestId>()
+        .map(|id: Option<RequestId>| id.unwrap_or_else(RequestId::generate))
+}
+
+/// The client's address (set by the server's request layer).
+fn peer_addr() -> impl Filter<Extract = (Option<std::net::SocketAddr>,), Error = Infallible> + Clone
+{
+    warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0))
 }
 
 /// The `Authorization` header, checked inside the handler (so a bad token is an

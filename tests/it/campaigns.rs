@@ -7,19 +7,19 @@ use crate::interactions::create_product;
 const TOKEN: &str = "0x7070707070707070707070707070707070707070";
 const TEN_UNITS: &str = "10000000000000000000";
 
-fn wallet(n: u64) -> Address {
+pub fn wallet(n: u64) -> Address {
     let mut bytes = [0u8; 20];
     bytes[0] = 0x5a;
     bytes[12..].copy_from_slice(&n.to_be_bytes());
     Address::from(bytes)
 }
 
-fn owner(app: &TestApp) -> String {
+pub fn owner(app: &TestApp) -> String {
     app.token(Address::repeat_byte(0xee))
 }
 
 /// A product with a bank for TOKEN; returns its id.
-async fn product_with_bank(app: &TestApp, domain: &str) -> String {
+pub async fn product_with_bank(app: &TestApp, domain: &str) -> String {
     let product = create_product(app, domain).await;
     let (status, body) = app
         .post(
@@ -34,7 +34,7 @@ async fn product_with_bank(app: &TestApp, domain: &str) -> String {
 }
 
 /// Creates and activates a campaign; returns its id.
-async fn campaign(app: &TestApp, product: &str, extra: Value) -> i64 {
+pub async fn campaign(app: &TestApp, product: &str, extra: Value) -> i64 {
     let mut body = json!({"name": "C", "trigger": "purchase.completed", "token": TOKEN,
         "reward": {"type": "fixed", "amount": TEN_UNITS}});
     for (k, v) in extra.as_object().unwrap() {
@@ -61,7 +61,7 @@ async fn campaign(app: &TestApp, product: &str, extra: Value) -> i64 {
     id
 }
 
-async fn refer(app: &TestApp, product: &str, who: Address, referrer: Address) {
+pub async fn refer(app: &TestApp, product: &str, who: Address, referrer: Address) {
     let (status, body) = app
         .post(
             "/v1/interactions",
@@ -75,7 +75,7 @@ async fn refer(app: &TestApp, product: &str, who: Address, referrer: Address) {
 
 static ORDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-async fn purchase(app: &TestApp, product: &str, who: Address) -> Value {
+pub async fn purchase(app: &TestApp, product: &str, who: Address) -> Value {
     let order = ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (status, body) = app
         .post(

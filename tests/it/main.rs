@@ -12,3 +12,4 @@ mod interactions;
 mod ops;
 mod products;
 mod push;
+mod telemetry;
