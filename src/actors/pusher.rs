@@ -89,7 +89,7 @@ impl Actor for Pusher {
             Ok(in_flight) => in_flight,
             Err(err) => {
                 metrics::counter!(telemetry::PUSH_ERRORS_TOTAL,
-                    "token" => state.steps.token.to_string().to_lowercase(), "kind" => err.kind())
+                    "token" => state.steps.token_label(), "kind" => err.kind())
                 .increment(1);
                 tracing::warn!(token = %state.steps.token, error = %err, "push round failed; retrying later");
                 // Whatever is unfinished is picked up by the next round.
@@ -164,7 +164,7 @@ fn settle(state: &mut PusherState, bank: i64, progress: &Progress) -> usize {
                 (Instant::now() + Duration::from_millis(delay), failures),
             );
             metrics::counter!(telemetry::PUSH_ERRORS_TOTAL,
-                "token" => state.steps.token.to_string().to_lowercase(), "kind" => "revert")
+                "token" => state.steps.token_label(), "kind" => "revert")
             .increment(1);
             tracing::warn!(
                 bank,

@@ -68,7 +68,8 @@ pub struct Pushing {
 }
 
 impl Pushing {
-    fn token_label(&self) -> String {
+    /// The token as a metric label (lowercase hex).
+    pub fn token_label(&self) -> String {
         self.token.to_string().to_lowercase()
     }
 
@@ -148,26 +149,38 @@ impl Pushing {
             // be pending, so only the nonce or the deadline can settle it.
             let reason = format!("transaction {tx} reverted");
             ledger::note_error(&self.pool, batch.id, &reason).await?;
-            if !self
+            let used = self
                 .chain
                 .is_nonce_used(batch.bank(), batch.nonce())
-                .await?
-            {
+                .await?;
+            if !used {
                 return self.refused_or_expired(batch, reason).await;
             }
+            return self.reconcile(batch, used).await;
         }
         let used = self
             .chain
             .is_nonce_used(batch.bank(), batch.nonce())
             .await?;
+        self.reconcile(batch, used).await
+    }
+
+    /// The chain's clock (latest block time) and the deadline margin.
+    async fn chain_time(&self) -> Result<(chrono::DateTime<Utc>, chrono::Duration), PushError> {
         let head = self.chain.head().await?;
-        let chain_time = self
+        let time = self
             .chain
             .block(head)
             .await?
             .map(|b| b.time)
             .unwrap_or_else(Utc::now);
         let margin = chrono::Duration::seconds(self.settings.deadline_margin_secs as i64);
+        Ok((time, margin))
+    }
+
+    /// SPEC §7's reconciliation of a batch whose nonce is (or is not) used.
+    async fn reconcile(&self, batch: &BatchRow, used: bool) -> Result<Progress, PushError> {
+        let (chain_time, margin) = self.chain_time().await?;
         match push::reconcile(used, batch.deadline, chain_time, margin) {
             Reconcile::Confirmed => match self.find_push(batch).await? {
                 Some((tx, block)) => self.confirm_if_final(batch, tx, block, None).await,
@@ -218,14 +231,7 @@ impl Pushing {
         batch: &BatchRow,
         reason: String,
     ) -> Result<Progress, PushError> {
-        let head = self.chain.head().await?;
-        let chain_time = self
-            .chain
-            .block(head)
-            .await?
-            .map(|b| b.time)
-            .unwrap_or_else(Utc::now);
-        let margin = chrono::Duration::seconds(self.settings.deadline_margin_secs as i64);
+        let (chain_time, margin) = self.chain_time().await?;
         if chain_time > batch.deadline + margin {
             return self.abandon(batch, "expired", &reason).await;
         }
