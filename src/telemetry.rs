@@ -64,6 +64,7 @@ pub const PRODUCT_ACTORS: &str = "rewardflow_product_actors";
 pub const REFERRALS_TOTAL: &str = "rewardflow_referrals_total";
 pub const REFERRAL_CACHE_LOOKUPS_TOTAL: &str = "rewardflow_referral_cache_lookups_total";
 pub const RATE_LIMITED_TOTAL: &str = "rewardflow_rate_limited_total";
+pub const WEBHOOKS_TOTAL: &str = "rewardflow_webhooks_total";
 pub const REWARDS_OUTSTANDING: &str = "rewardflow_rewards_outstanding";
 pub const REWARDS_OLDEST_PENDING_AGE_SECONDS: &str =
     "rewardflow_rewards_oldest_pending_age_seconds";
@@ -225,6 +226,14 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: "requests",
         help: "Requests refused with 429 by scope (wallet, ip).",
         labels: &["scope"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: WEBHOOKS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: "requests",
+        help: "Shop webhook deliveries by platform and outcome (accepted, duplicate, ignored, ping, unauthorized, invalid, unavailable).",
+        labels: &["platform", "outcome"],
         buckets: &[],
     },
     MetricDef {

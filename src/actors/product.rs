@@ -4,7 +4,7 @@
 //! still being written (answered with the original's fate), or new. New rows go
 //! to the writer; requests are answered only when the writer reports the commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +24,14 @@ use super::writer::{FlushOutcome, WriteSet, WriterGate, WriterMsg};
 use crate::db::campaigns::{self, CampaignRow};
 use crate::db::interactions::{self, InteractionRow};
 use crate::db::products::ProductConfig;
+use crate::db::refunds::{self, RefundRequest};
 use crate::db::rewards::{RewardRow, UserReward};
 use crate::domain::campaign::{CampaignRule, CampaignStatus, Occurrence, RecipientType, total};
-use crate::domain::interaction::{DedupKey, Interaction, InteractionType, window_hash};
+use crate::domain::interaction::{
+    DedupKey, Interaction, InteractionType, order_id, purchase_key, window_hash,
+};
 use crate::domain::referral::ReferralOutcome;
+use crate::domain::refund::RefundEffects;
 use crate::telemetry;
 use crate::telemetry::request_id::RequestId;
 
@@ -47,7 +51,8 @@ pub struct RequestMeta {
 pub struct IngestItem {
     /// Position in the HTTP request.
     pub index: usize,
-    pub wallet: Address,
+    /// The acting wallet; `None` for a shop order naming no buyer (never rewarded).
+    pub wallet: Option<Address>,
     pub interaction: Interaction,
 }
 
@@ -57,12 +62,24 @@ pub enum ItemResult {
         id: Uuid,
         referral: Option<ReferralOutcome>,
         rewards: Vec<GrantedReward>,
+        /// A refund: what it did to its purchase's rewards.
+        refund: Option<RefundSummary>,
     },
     Duplicate {
         id: Uuid,
     },
     /// Not stored; safe to retry.
     Unavailable,
+}
+
+/// What a stored refund did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundSummary {
+    /// The refunded purchase, if it is stored.
+    pub purchase_id: Option<Uuid>,
+    /// Its rewards cancelled (still pending) and kept (on their way or pushed).
+    pub cancelled: u32,
+    pub kept: u32,
 }
 
 /// A reward an accepted interaction earned.
@@ -113,9 +130,9 @@ struct PendingRow {
     keys: Vec<DedupKey>,
     referral: Option<(ReferralOutcome, Address, Address)>,
     rewards: Vec<GrantedReward>,
-    /// What each campaign was charged in memory, refunded if the row is not stored.
+    /// What each campaign was charged in memory, given back if the row is not stored.
     charges: Vec<(i64, U256)>,
-    wallet: Address,
+    wallet: Option<Address>,
 }
 
 /// A request being answered.
@@ -144,6 +161,9 @@ pub struct ProductState {
     campaigns: Vec<CampaignRule>,
     /// (campaign, wallet) → rewards as the acting user, for per-user caps.
     user_counts: HashMap<(i64, Address), u32>,
+    /// Order ids with a stored (or being stored) refund: a purchase of one of
+    /// them arriving later earns nothing.
+    refunded_orders: HashSet<String>,
     _expiry: tokio::task::JoinHandle<()>,
 }
 
@@ -169,7 +189,10 @@ impl Actor for Product {
             .filter_map(|e| {
                 let kind = InteractionType::parse(&e.kind)?;
                 let wallet = Address::from_slice(&e.wallet);
-                Some((window_hash(wallet, kind, &e.data), (e.created_at, e.id)))
+                Some((
+                    window_hash(Some(wallet), kind, &e.data),
+                    (e.created_at, e.id),
+                ))
             })
             .collect();
         let campaigns: Vec<CampaignRule> = campaigns::active(&args.pool, args.config.id)
@@ -178,6 +201,10 @@ impl Actor for Product {
             .filter_map(CampaignRow::rule)
             .collect();
         let user_counts = load_user_counts(&args.pool, &campaigns).await?;
+        let refunded_orders = refunds::refunded_orders(&args.pool, args.config.id)
+            .await?
+            .into_iter()
+            .collect();
         let expiry = myself.send_interval(args.stale_after / 2, || ProductMsg::ExpireStale);
         Ok(ProductState {
             window_length: chrono::TimeDelta::from_std(args.window)
@@ -190,6 +217,7 @@ impl Actor for Product {
             next_tag: 0,
             campaigns,
             user_counts,
+            refunded_orders,
             _expiry: expiry,
         })
     }
@@ -256,6 +284,10 @@ async fn ingest(
             let waiters = &mut state.pending.get_mut(key).expect("found").1;
             waiters.push((tag, position));
             request.remaining += 1;
+        } else if purchase_in_flight(state, &item.interaction) {
+            // Its purchase is being written: the refund could miss its rewards.
+            // Refused for now; the shop's retry finds the purchase stored.
+            request.results[position] = Some(ItemResult::Unavailable);
         } else {
             let id = Uuid::now_v7();
             for key in &keys {
@@ -302,7 +334,7 @@ async fn submit(
     }
     let pairs: Vec<(Address, Address)> = fresh
         .iter()
-        .filter_map(|i| i.interaction.referrer.map(|r| (i.wallet, r)))
+        .filter_map(|i| Some((i.wallet?, i.interaction.referrer?)))
         .collect();
     let mut outcomes = Vec::new().into_iter();
     if !pairs.is_empty() {
@@ -342,10 +374,19 @@ async fn submit(
         users,
         exhausted,
     } = earned;
+    let refunded: Vec<bool> = fresh
+        .iter()
+        .map(|i| refunded_before(state, &i.interaction))
+        .collect();
+    let refunds = refund_requests(state, &ids, &fresh);
 
     let request = state.open.get_mut(&tag).expect("open request");
     let mut rows = Vec::with_capacity(fresh.len());
-    for ((item, pending), earnings) in fresh.into_iter().zip(request.rows.iter_mut()).zip(per_item)
+    for (((item, pending), earnings), refunded) in fresh
+        .into_iter()
+        .zip(request.rows.iter_mut())
+        .zip(per_item)
+        .zip(refunded)
     {
         pending.rewards = earnings.granted;
         pending.charges = earnings.charges;
@@ -353,9 +394,9 @@ async fn submit(
         let dedup_key = item.interaction.natural_key(item.wallet);
         let mut data = item.interaction.data;
         let mut referrer_wallet = None;
-        if let Some(referrer) = item.interaction.referrer {
+        if let (Some(referrer), Some(wallet)) = (item.interaction.referrer, item.wallet) {
             let outcome = outcomes.next().unwrap_or(ReferralOutcome::AlreadyReferred);
-            pending.referral = Some((outcome, item.wallet, referrer));
+            pending.referral = Some((outcome, wallet, referrer));
             if outcome == ReferralOutcome::Registered {
                 referrer_wallet = Some(referrer);
             } else if let Value::Object(map) = &mut data {
@@ -368,10 +409,13 @@ async fn submit(
             }
         }
         let analytics = item.interaction.analytics;
+        if refunded && let Value::Object(map) = &mut data {
+            map.insert("refunded_before_purchase".into(), Value::Bool(true));
+        }
         rows.push(InteractionRow {
             id: pending.id,
             product_id: state.args.config.id,
-            wallet: Some(item.wallet),
+            wallet: item.wallet,
             kind: item.interaction.kind,
             data: data.to_string(),
             referrer_wallet,
@@ -396,6 +440,7 @@ async fn submit(
         rewards,
         users,
         exhausted,
+        refunds,
     };
     let sent = match state.args.writer.get() {
         Some(writer) => writer.cast(WriterMsg::Write(set)).is_ok(),
@@ -423,13 +468,26 @@ fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome) {
     request.remaining -= rows.len();
     let now = Utc::now();
     let mut lost = Vec::new();
+    if let FlushOutcome::Committed { refunds, .. } = &outcome {
+        for refund in refunds {
+            give_back(state, &refund.effects);
+        }
+    }
     for row in rows {
         let result = match &outcome {
-            FlushOutcome::Committed { skipped } => match skipped.get(&row.id) {
+            FlushOutcome::Committed { skipped, refunds } => match skipped.get(&row.id) {
                 None => ItemResult::Accepted {
                     id: row.id,
                     referral: row.referral.map(|(o, _, _)| o),
                     rewards: row.rewards.clone(),
+                    refund: refunds
+                        .iter()
+                        .find(|r| r.refund_id == row.id)
+                        .map(|r| RefundSummary {
+                            purchase_id: r.purchase_id,
+                            cancelled: r.cancelled,
+                            kept: r.kept,
+                        }),
                 },
                 Some(Some(existing)) => ItemResult::Duplicate { id: *existing },
                 Some(None) => ItemResult::Unavailable,
@@ -577,16 +635,24 @@ async fn earn(
         users: Vec::new(),
         exhausted: Vec::new(),
     };
-    let matched = |kind: InteractionType| {
-        state
-            .campaigns
-            .iter()
-            .any(|c| c.trigger == kind && c.is_live(now))
+    let matched = |item: &IngestItem| {
+        item.wallet.is_some()
+            && !refunded_before(state, &item.interaction)
+            && state
+                .campaigns
+                .iter()
+                .any(|c| c.trigger == item.interaction.kind && c.is_live(now))
     };
-    if !fresh.iter().any(|i| matched(i.interaction.kind)) {
+    let rewardable: Vec<(usize, Address)> = fresh
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| matched(item))
+        .filter_map(|(index, item)| Some((index, item.wallet?)))
+        .collect();
+    if rewardable.is_empty() {
         return Some(earned);
     }
-    let wallets: Vec<Address> = fresh.iter().map(|i| i.wallet).collect();
+    let wallets: Vec<Address> = rewardable.iter().map(|(_, w)| *w).collect();
     let product = state.args.config.id;
     let referral = state.args.referral.get()?;
     let chains = ractor::call!(referral, |reply| ReferralMsg::Chains {
@@ -596,17 +662,18 @@ async fn earn(
     })
     .ok()?
     .ok()?;
-    for (index, ((item, id), chain)) in fresh.iter().zip(ids).zip(&chains).enumerate() {
+    for ((index, wallet), chain) in rewardable.into_iter().zip(&chains) {
+        let (item, id) = (&fresh[index], &ids[index]);
         for campaign in state
             .campaigns
             .iter_mut()
             .filter(|c| c.trigger == item.interaction.kind)
         {
-            let counter = (campaign.id, item.wallet);
+            let counter = (campaign.id, wallet);
             let occurrence = Occurrence {
                 interaction_id: *id,
                 kind: item.interaction.kind,
-                wallet: item.wallet,
+                wallet,
                 chain,
                 user_rewards: state.user_counts.get(&counter).copied().unwrap_or(0),
                 now,
@@ -648,7 +715,7 @@ async fn earn(
             if campaign.max_rewards_per_user.is_some() {
                 earned.users.push(UserReward {
                     campaign_id: campaign.id,
-                    wallet: item.wallet,
+                    wallet,
                     interaction_id: *id,
                     amount: user_amount,
                     at: now,
@@ -673,10 +740,66 @@ fn refund(state: &mut ProductState, row: &PendingRow) {
                 campaign.status = CampaignStatus::Active;
             }
         }
-        if let Some(count) = state.user_counts.get_mut(&(*campaign_id, row.wallet)) {
+        if let Some(wallet) = row.wallet
+            && let Some(count) = state.user_counts.get_mut(&(*campaign_id, wallet))
+        {
             *count = count.saturating_sub(1);
         }
     }
+}
+
+/// Applies to the hot state what committed refunds gave back. A campaign that ran
+/// out of budget stays `budget_exhausted` until its manager activates it again.
+fn give_back(state: &mut ProductState, effects: &RefundEffects) {
+    for (campaign_id, amount) in &effects.budgets {
+        if let Some(campaign) = state.campaigns.iter_mut().find(|c| c.id == *campaign_id) {
+            campaign.used_budget = campaign.used_budget.saturating_sub(*amount);
+        }
+    }
+    for (key, (count, _)) in &effects.counters {
+        if let Some(n) = state.user_counts.get_mut(key) {
+            *n = n.saturating_sub(*count);
+        }
+    }
+}
+
+/// A purchase of an order whose refund came first: stored, never rewarded.
+fn refunded_before(state: &ProductState, interaction: &Interaction) -> bool {
+    interaction.kind == InteractionType::PurchaseCompleted
+        && order_id(&interaction.data).is_some_and(|id| state.refunded_orders.contains(&id))
+}
+
+/// A refund whose purchase is still being written.
+fn purchase_in_flight(state: &ProductState, interaction: &Interaction) -> bool {
+    interaction.kind == InteractionType::PurchaseRefunded
+        && order_id(&interaction.data).is_some_and(|id| {
+            let key = purchase_key(InteractionType::PurchaseCompleted, &id);
+            state.pending.contains_key(&DedupKey::Natural(key))
+        })
+}
+
+/// The refunds among the fresh items, remembered from now on so that a purchase
+/// arriving later earns nothing.
+fn refund_requests(
+    state: &mut ProductState,
+    ids: &[Uuid],
+    fresh: &[IngestItem],
+) -> Vec<RefundRequest> {
+    let mut requests = Vec::new();
+    for (item, id) in fresh.iter().zip(ids) {
+        if item.interaction.kind != InteractionType::PurchaseRefunded {
+            continue;
+        }
+        if let Some(order_id) = order_id(&item.interaction.data) {
+            state.refunded_orders.insert(order_id.clone());
+            requests.push(RefundRequest {
+                refund_id: *id,
+                product_id: state.args.config.id,
+                order_id,
+            });
+        }
+    }
+    requests
 }
 
 /// Applies a campaign change made through the API. The in-memory budget use,

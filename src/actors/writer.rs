@@ -9,6 +9,7 @@
 //! [`WriterGate`] before sending; when the gate is full, or the database is known
 //! to be down, the request is refused at once (503) instead of queued.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,9 +24,11 @@ use super::product::ProductMsg;
 use super::push_directory::PushDirectoryMsg;
 use super::supervisor::ActorSlot;
 use crate::db::interactions::{InteractionRow, insert_batch};
+use crate::db::refunds::{self, RefundOutcome, RefundRequest};
 use crate::db::rewards::{self, RewardRow, UserReward};
 use crate::db::{self, DbError};
 use crate::domain::ids::to_hex;
+use crate::domain::refund::RefundEffects;
 use crate::telemetry;
 use crate::telemetry::request_id::RequestId;
 
@@ -43,6 +46,8 @@ pub struct WriteSet {
     pub users: Vec<UserReward>,
     /// Campaigns whose budget this write set exhausts.
     pub exhausted: Vec<i64>,
+    /// Refund interactions among `rows`: their purchases' rewards to cancel.
+    pub refunds: Vec<RefundRequest>,
 }
 
 /// Everything one flush writes.
@@ -52,14 +57,17 @@ struct Batch {
     rewards: Vec<RewardRow>,
     users: Vec<UserReward>,
     exhausted: Vec<i64>,
+    refunds: Vec<RefundRequest>,
 }
 
 #[derive(Debug, Clone)]
 pub enum FlushOutcome {
     /// Committed. Rows a unique index refused map to the id holding their key
     /// (`None`: no such row, the refusal came from the one-referrer index).
+    /// `refunds`: what the set's stored refunds did.
     Committed {
         skipped: HashMap<Uuid, Option<Uuid>>,
+        refunds: Vec<RefundOutcome>,
     },
     /// Nothing of the write set was stored.
     Failed { retryable: bool },
@@ -267,7 +275,7 @@ struct Owner {
     product: ActorRef<ProductMsg>,
     tag: u64,
     request_id: RequestId,
-    counts: (usize, usize, usize),
+    counts: (usize, usize, usize, usize),
     exhausted: Vec<i64>,
 }
 
@@ -289,12 +297,18 @@ async fn flush(
             product: set.product,
             tag: set.tag,
             request_id: set.request_id,
-            counts: (set.rows.len(), set.rewards.len(), set.users.len()),
+            counts: (
+                set.rows.len(),
+                set.rewards.len(),
+                set.users.len(),
+                set.refunds.len(),
+            ),
             exhausted: set.exhausted,
         });
         batch.rows.extend(set.rows);
         batch.rewards.extend(set.rewards);
         batch.users.extend(set.users);
+        batch.refunds.extend(set.refunds);
     }
     match write(pool, &batch).await {
         Ok(written) => {
@@ -307,6 +321,7 @@ async fn flush(
                 "flush committed"
             );
             let skipped = written.skipped;
+            let mut refunds = written.refunds;
             notify_pushers(pushers, &batch.rewards);
             let mut start = 0;
             for Owner {
@@ -316,14 +331,22 @@ async fn flush(
                 ..
             } in owners
             {
-                let mine: HashMap<Uuid, Option<Uuid>> = batch.rows[start..start + count]
+                let rows = &batch.rows[start..start + count];
+                let mine: HashMap<Uuid, Option<Uuid>> = rows
                     .iter()
                     .filter_map(|r| skipped.get(&r.id).map(|e| (r.id, *e)))
                     .collect();
+                let (my_refunds, others): (Vec<_>, Vec<_>) = refunds
+                    .into_iter()
+                    .partition(|o| rows.iter().any(|r| r.id == o.refund_id));
+                refunds = others;
                 start += count;
                 let _ = product.cast(ProductMsg::Flushed {
                     tag,
-                    outcome: FlushOutcome::Committed { skipped: mine },
+                    outcome: FlushOutcome::Committed {
+                        skipped: mine,
+                        refunds: my_refunds,
+                    },
                 });
             }
             false
@@ -354,8 +377,9 @@ async fn flush(
             let mut rows = batch.rows.into_iter();
             let mut rewards = batch.rewards.into_iter();
             let mut users = batch.users.into_iter();
+            let mut refunds = batch.refunds.into_iter();
             for owner in owners {
-                let (count, reward_count, user_count) = owner.counts;
+                let (count, reward_count, user_count, refund_count) = owner.counts;
                 let set = WriteSet {
                     product: owner.product,
                     tag: owner.tag,
@@ -364,6 +388,7 @@ async fn flush(
                     rewards: rewards.by_ref().take(reward_count).collect(),
                     users: users.by_ref().take(user_count).collect(),
                     exhausted: owner.exhausted,
+                    refunds: refunds.by_ref().take(refund_count).collect(),
                 };
                 if Box::pin(flush(pool, pushers, vec![set], number)).await {
                     return true;
@@ -399,10 +424,13 @@ struct Written {
     skipped: HashMap<Uuid, Option<Uuid>>,
     /// Reward rows inserted.
     rewards: usize,
+    refunds: Vec<RefundOutcome>,
 }
 
 /// One transaction: the interactions, then the rewards of those actually inserted
-/// (a row a unique index refused earned nothing), the budgets and the counters.
+/// (a row a unique index refused earned nothing), the refunds of those inserted
+/// (after the rewards: a purchase and its refund may share a flush), the budgets
+/// and the counters.
 async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
     let started = Instant::now();
     let rows = &batch.rows;
@@ -410,27 +438,44 @@ async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
         let mut tx = pool.begin().await?;
         let skipped = insert_batch(&mut tx, rows).await?;
         let earned = |id: &Uuid| !skipped.contains_key(id);
-        let created = if skipped.is_empty() {
-            rewards::record(&mut tx, &batch.rewards, &batch.users, &batch.exhausted).await?;
-            RewardsCreated::count(&batch.rewards)
+        let (rewards, users) = if skipped.is_empty() {
+            (Cow::Borrowed(&batch.rewards), Cow::Borrowed(&batch.users))
         } else {
-            let rewards: Vec<RewardRow> = batch
-                .rewards
-                .iter()
-                .filter(|r| earned(&r.interaction_id))
-                .cloned()
-                .collect();
-            let users: Vec<UserReward> = batch
-                .users
-                .iter()
-                .filter(|u| earned(&u.interaction_id))
-                .cloned()
-                .collect();
-            rewards::record(&mut tx, &rewards, &users, &batch.exhausted).await?;
-            RewardsCreated::count(&rewards)
+            (
+                Cow::Owned(
+                    batch
+                        .rewards
+                        .iter()
+                        .filter(|r| earned(&r.interaction_id))
+                        .cloned()
+                        .collect(),
+                ),
+                Cow::Owned(
+                    batch
+                        .users
+                        .iter()
+                        .filter(|u| earned(&u.interaction_id))
+                        .cloned()
+                        .collect(),
+                ),
+            )
         };
+        rewards::insert(&mut tx, &rewards).await?;
+        let stored_refunds: Vec<RefundRequest> = batch
+            .refunds
+            .iter()
+            .filter(|r| earned(&r.refund_id))
+            .cloned()
+            .collect();
+        let refunded = refunds::cancel(&mut tx, &stored_refunds).await?;
+        let mut effects = RefundEffects::default();
+        for outcome in &refunded {
+            effects.merge(&outcome.effects);
+        }
+        rewards::charge(&mut tx, &rewards, &users, &batch.exhausted, &effects).await?;
+        let created = RewardsCreated::count(&rewards);
         tx.commit().await?;
-        Ok::<_, DbError>((skipped, created))
+        Ok::<_, DbError>((skipped, created, refunded))
     }
     .await;
     let outcome = if result.is_ok() {
@@ -442,11 +487,12 @@ async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
         .record(started.elapsed().as_secs_f64());
     metrics::histogram!(telemetry::WRITER_BATCH_ROWS).record(rows.len() as f64);
     metrics::counter!(telemetry::WRITER_FLUSHES_TOTAL, "outcome" => outcome).increment(1);
-    let (skipped, created) = result?;
+    let (skipped, created, refunds) = result?;
     created.publish();
     Ok(Written {
         skipped,
         rewards: created.total(),
+        refunds,
     })
 }
 

@@ -9,6 +9,7 @@ pub mod interactions;
 pub mod local_cluster;
 pub mod products;
 pub mod push;
+pub mod refunds;
 pub mod rewards;
 
 use std::time::Duration;
@@ -21,6 +22,11 @@ use crate::config::DatabaseSettings;
 
 /// The migrations of `migrations/`, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// A `NUMERIC(78,0)` read as text (the schema keeps it within U256).
+pub(crate) fn parse_u256(text: &str) -> alloy::primitives::U256 {
+    text.parse().unwrap_or_default()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

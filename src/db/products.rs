@@ -6,6 +6,7 @@ use sqlx::PgPool;
 
 use super::DbError;
 use crate::domain::product::roles;
+use crate::domain::webhook::WebhookConfig;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProductRow {
@@ -109,24 +110,54 @@ pub struct ProductConfig {
     /// Normalized origins; empty means `https://<domain>`.
     pub allowed_origins: Vec<String>,
     pub is_active: bool,
+    /// The shop webhook's platform and secrets, once set.
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// The ingestion view of a live product; `None` if it does not exist.
 pub async fn load_config(pool: &PgPool, id: B256) -> Result<Option<ProductConfig>, DbError> {
-    let row: Option<(String, Vec<String>, bool)> = sqlx::query_as(
-        "SELECT domain, allowed_origins, is_active FROM products WHERE id = $1 AND deleted_at IS NULL",
+    let row: Option<(String, Vec<String>, bool, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT domain, allowed_origins, is_active, webhook_config
+         FROM products WHERE id = $1 AND deleted_at IS NULL",
     )
     .bind(id.as_slice())
     .fetch_optional(pool)
     .await?;
-    Ok(
-        row.map(|(domain, allowed_origins, is_active)| ProductConfig {
+    Ok(row.map(
+        |(domain, allowed_origins, is_active, webhook)| ProductConfig {
             id,
             domain,
             allowed_origins,
             is_active,
-        }),
+            webhook: webhook.as_ref().and_then(WebhookConfig::from_stored),
+        },
+    ))
+}
+
+/// The product's webhook settings, read under a row lock and replaced by what
+/// `change` makes of them, in one transaction (two rotations cannot interleave).
+pub async fn change_webhook(
+    pool: &PgPool,
+    id: B256,
+    change: impl FnOnce(Option<&WebhookConfig>) -> WebhookConfig,
+) -> Result<WebhookConfig, DbError> {
+    let mut tx = pool.begin().await?;
+    let current: Option<serde_json::Value> = sqlx::query_scalar(
+        "SELECT webhook_config FROM products WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
     )
+    .bind(id.as_slice())
+    .fetch_optional(&mut *tx)
+    .await?
+    .flatten();
+    let current = current.as_ref().and_then(WebhookConfig::from_stored);
+    let next = change(current.as_ref());
+    sqlx::query("UPDATE products SET webhook_config = $2, updated_at = now() WHERE id = $1")
+        .bind(id.as_slice())
+        .bind(next.to_stored())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(next)
 }
 
 /// Changes of `PATCH /v1/products/{id}`; `None` leaves a column as it is.

@@ -7,11 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::DbError;
-
-fn parse_u256(text: &str) -> U256 {
-    text.parse().unwrap_or_default()
-}
+use super::{DbError, parse_u256};
 
 /// A campaign with available pending rewards in a token, and where they go.
 #[derive(Debug, Clone)]

@@ -9,6 +9,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::DbError;
+use super::refunds::signed_delta;
+use crate::domain::refund::RefundEffects;
 
 #[derive(Debug, Clone)]
 pub struct RewardRow {
@@ -36,14 +38,11 @@ pub struct UserReward {
     pub at: DateTime<Utc>,
 }
 
-/// Inserts the rewards, charges each campaign's budget with what they sum to, and
-/// counts the acting users; marks the given campaigns exhausted.
-pub async fn record(
-    conn: &mut PgConnection,
-    rewards: &[RewardRow],
-    users: &[UserReward],
-    exhausted: &[i64],
-) -> Result<(), DbError> {
+/// A per-user counter's change: (rewards, amount added, amount taken back, latest).
+type CounterDelta = (i32, U256, U256, Option<DateTime<Utc>>);
+
+/// Inserts the rewards.
+pub async fn insert(conn: &mut PgConnection, rewards: &[RewardRow]) -> Result<(), DbError> {
     if !rewards.is_empty() {
         sqlx::query(
             "INSERT INTO rewards (id, product_id, campaign_id, interaction_id, wallet, token, amount,
@@ -63,53 +62,77 @@ pub async fn record(
         .bind(rewards.iter().map(|r| r.created_at).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
+    }
+    Ok(())
+}
 
+/// Charges each campaign's budget with what the inserted `rewards` sum to minus
+/// what refunds give back, counts the acting users (and uncounts refunded ones),
+/// and marks the given campaigns exhausted.
+pub async fn charge(
+    conn: &mut PgConnection,
+    rewards: &[RewardRow],
+    users: &[UserReward],
+    exhausted: &[i64],
+    refunds: &RefundEffects,
+) -> Result<(), DbError> {
+    // Per campaign: (charged, given back).
+    let mut budgets: BTreeMap<i64, (U256, U256)> = BTreeMap::new();
+    for reward in rewards {
+        budgets.entry(reward.campaign_id).or_default().0 += reward.amount;
+    }
+    for (campaign, amount) in &refunds.budgets {
+        budgets.entry(*campaign).or_default().1 += *amount;
+    }
+    if !budgets.is_empty() {
         // Two flush lanes may charge the same campaigns: lock them in id order
         // first, so that they wait for each other instead of deadlocking.
-        let mut charges: BTreeMap<i64, U256> = BTreeMap::new();
-        for reward in rewards {
-            *charges.entry(reward.campaign_id).or_default() += reward.amount;
-        }
-        let (ids, amounts): (Vec<i64>, Vec<String>) = charges
+        let (ids, deltas): (Vec<i64>, Vec<String>) = budgets
             .into_iter()
-            .map(|(id, a)| (id, a.to_string()))
+            .map(|(id, (add, sub))| (id, signed_delta(add, sub)))
             .unzip();
         sqlx::query("SELECT 1 FROM campaigns WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
             .bind(&ids)
             .execute(&mut *conn)
             .await?;
         sqlx::query(
-            "UPDATE campaigns c SET used_budget = c.used_budget + d.amount::numeric, updated_at = now()
-             FROM UNNEST($1::bigint[], $2::text[]) AS d(id, amount) WHERE c.id = d.id",
+            "UPDATE campaigns c SET used_budget = c.used_budget + d.delta::numeric, updated_at = now()
+             FROM UNNEST($1::bigint[], $2::text[]) AS d(id, delta) WHERE c.id = d.id",
         )
         .bind(ids)
-        .bind(amounts)
+        .bind(deltas)
         .execute(&mut *conn)
         .await?;
     }
-    if !users.is_empty() {
-        // One row per (campaign, wallet) — ON CONFLICT may not touch a row twice —
-        // in key order, so concurrent lanes lock them in the same order.
-        let mut counts: BTreeMap<(i64, Address), (i32, U256, DateTime<Utc>)> = BTreeMap::new();
-        for user in users {
-            let entry =
-                counts
-                    .entry((user.campaign_id, user.wallet))
-                    .or_insert((0, U256::ZERO, user.at));
-            entry.0 += 1;
-            entry.1 += user.amount;
-            entry.2 = entry.2.max(user.at);
-        }
-        let mut campaign = Vec::with_capacity(counts.len());
-        let mut wallet = Vec::with_capacity(counts.len());
-        let mut count = Vec::with_capacity(counts.len());
-        let mut amount = Vec::with_capacity(counts.len());
-        let mut at = Vec::with_capacity(counts.len());
-        for ((c, w), (n, a, t)) in counts {
+    // One row per (campaign, wallet) — ON CONFLICT may not touch a row twice — in
+    // key order, so concurrent lanes lock them in the same order. Refunds count
+    // negatively.
+    let mut counts: BTreeMap<(i64, Address), CounterDelta> = BTreeMap::new();
+    for user in users {
+        let entry = counts.entry((user.campaign_id, user.wallet)).or_default();
+        entry.0 += 1;
+        entry.1 += user.amount;
+        entry.3 = entry.3.max(Some(user.at));
+    }
+    for (key, (count, amount)) in &refunds.counters {
+        let entry = counts.entry(*key).or_default();
+        entry.0 -= *count as i32;
+        entry.2 += *amount;
+    }
+    let (gains, losses): (Vec<_>, Vec<_>) = counts
+        .into_iter()
+        .partition(|(_, (n, add, sub, _))| *n >= 0 && add >= sub);
+    if !gains.is_empty() {
+        let mut campaign = Vec::with_capacity(gains.len());
+        let mut wallet = Vec::with_capacity(gains.len());
+        let mut count = Vec::with_capacity(gains.len());
+        let mut amount = Vec::with_capacity(gains.len());
+        let mut at = Vec::with_capacity(gains.len());
+        for ((c, w), (n, add, sub, t)) in gains {
             campaign.push(c);
             wallet.push(w.to_vec());
             count.push(n);
-            amount.push(a.to_string());
+            amount.push((add - sub).to_string());
             at.push(t);
         }
         sqlx::query(
@@ -120,13 +143,40 @@ pub async fn record(
              ON CONFLICT (campaign_id, wallet) DO UPDATE SET
                 reward_count = r.reward_count + EXCLUDED.reward_count,
                 total_amount = r.total_amount + EXCLUDED.total_amount,
-                last_reward_at = EXCLUDED.last_reward_at",
+                last_reward_at = COALESCE(EXCLUDED.last_reward_at, r.last_reward_at)",
         )
         .bind(campaign)
         .bind(wallet)
         .bind(count)
         .bind(amount)
         .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !losses.is_empty() {
+        // Refunds of rewards counted earlier: the rows exist; also in key order.
+        let (keys, deltas): (Vec<_>, Vec<_>) = losses.into_iter().unzip();
+        sqlx::query(
+            "WITH d AS (SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::int[], $4::text[]) AS d(c, w, n, a)),
+             locked AS (SELECT r.campaign_id, r.wallet FROM campaign_user_rewards r
+                        JOIN d ON r.campaign_id = d.c AND r.wallet = d.w
+                        ORDER BY r.campaign_id, r.wallet FOR UPDATE OF r)
+             UPDATE campaign_user_rewards r SET
+                reward_count = GREATEST(r.reward_count + d.n, 0),
+                total_amount = GREATEST(r.total_amount + d.a::numeric, 0)
+             FROM d, locked l
+             WHERE r.campaign_id = d.c AND r.wallet = d.w
+               AND l.campaign_id = d.c AND l.wallet = d.w",
+        )
+        .bind(keys.iter().map(|(c, _)| *c).collect::<Vec<_>>())
+        .bind(keys.iter().map(|(_, w)| w.to_vec()).collect::<Vec<_>>())
+        .bind(deltas.iter().map(|(n, ..)| *n).collect::<Vec<_>>())
+        .bind(
+            deltas
+                .iter()
+                .map(|(_, add, sub, _)| signed_delta(*add, *sub))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *conn)
         .await?;
     }

@@ -251,13 +251,14 @@ pub enum DedupKey {
 
 impl Interaction {
     /// The natural key stored in `interactions.dedup_key`: the order id for
-    /// purchases, referrer+wallet for a referral; none for other types.
-    pub fn natural_key(&self, wallet: Address) -> Option<String> {
+    /// purchases, referrer+wallet for a referral; none for other types. `wallet` is
+    /// `None` for a shop order that names no buyer.
+    pub fn natural_key(&self, wallet: Option<Address>) -> Option<String> {
         if self.kind.is_purchase() {
-            return order_id(&self.data).map(|id| format!("{}:{id}", self.kind.as_str()));
+            return order_id(&self.data).map(|id| purchase_key(self.kind, &id));
         }
-        match (self.kind, self.referrer) {
-            (InteractionType::ReferralReferred, Some(referrer)) => {
+        match (self.kind, self.referrer, wallet) {
+            (InteractionType::ReferralReferred, Some(referrer), Some(wallet)) => {
                 Some(format!("{}:{referrer:#x}:{wallet:#x}", self.kind.as_str()))
             }
             _ => None,
@@ -265,7 +266,7 @@ impl Interaction {
     }
 
     /// The keys under which this interaction is a duplicate of an earlier one.
-    pub fn dedup_keys(&self, wallet: Address) -> Vec<DedupKey> {
+    pub fn dedup_keys(&self, wallet: Option<Address>) -> Vec<DedupKey> {
         let mut keys = Vec::with_capacity(2);
         if let Some(key) = &self.idempotency_key {
             keys.push(DedupKey::Idempotency(key.clone()));
@@ -280,9 +281,14 @@ impl Interaction {
     }
 }
 
+/// The natural key of a purchase of `kind` for an order id.
+pub fn purchase_key(kind: InteractionType, order_id: &str) -> String {
+    format!("{}:{order_id}", kind.as_str())
+}
+
 /// Hash of (wallet, type, data) for the time-window dedup. `serde_json` maps are
 /// ordered by key, so equal objects serialize, and hash, equally.
-pub fn window_hash(wallet: Address, kind: InteractionType, data: &Value) -> u64 {
+pub fn window_hash(wallet: Option<Address>, kind: InteractionType, data: &Value) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     wallet.hash(&mut hasher);
     kind.as_str().hash(&mut hasher);
@@ -319,11 +325,11 @@ mod tests {
         assert_eq!(interaction.kind, InteractionType::PurchaseCompleted);
         let wallet = Address::repeat_byte(1);
         assert_eq!(
-            interaction.natural_key(wallet).as_deref(),
+            interaction.natural_key(Some(wallet)).as_deref(),
             Some("purchase.completed:A-1")
         );
         assert_eq!(
-            interaction.dedup_keys(wallet),
+            interaction.dedup_keys(Some(wallet)),
             vec![
                 DedupKey::Idempotency("k1".into()),
                 DedupKey::Natural("purchase.completed:A-1".into())
@@ -379,7 +385,7 @@ mod tests {
 
     #[test]
     fn window_keys_ignore_key_order_but_not_values() {
-        let wallet = Address::repeat_byte(2);
+        let wallet = Some(Address::repeat_byte(2));
         let a: Value = serde_json::from_str(r#"{"x":1,"y":2}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"y":2,"x":1}"#).unwrap();
         let c: Value = serde_json::from_str(r#"{"y":2,"x":3}"#).unwrap();
@@ -388,7 +394,7 @@ mod tests {
         assert_ne!(window_hash(wallet, kind, &a), window_hash(wallet, kind, &c));
         assert_ne!(
             window_hash(wallet, kind, &a),
-            window_hash(Address::repeat_byte(3), kind, &a)
+            window_hash(Some(Address::repeat_byte(3)), kind, &a)
         );
     }
 
@@ -399,7 +405,9 @@ mod tests {
             "referrer": format!("{referrer:#x}")}))
         .validate()
         .unwrap();
-        let key = interaction.natural_key(Address::repeat_byte(0xbb)).unwrap();
+        let key = interaction
+            .natural_key(Some(Address::repeat_byte(0xbb)))
+            .unwrap();
         assert!(
             key.contains(&format!("{referrer:#x}")) && key.contains("bbbb"),
             "{key}"

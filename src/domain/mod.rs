@@ -9,5 +9,7 @@ pub mod product;
 pub mod push;
 pub mod rate_limit;
 pub mod referral;
+pub mod refund;
 pub mod session_token;
 pub mod siwe;
+pub mod webhook;

@@ -20,7 +20,7 @@ use super::body::parse_json;
 use super::problem::{ApiError, FieldError};
 use super::{authorization, json_reply, peer_addr, request_id, respond, with_ctx};
 use crate::actors::product::{IngestItem, ItemResult, ProductMsg, RequestMeta};
-use crate::actors::product_directory::OpenError;
+use crate::actors::product_directory::{OpenError, ProductHandle};
 use crate::app::AppContext;
 use crate::domain::ids::to_hex;
 use crate::domain::interaction::{Interaction, InteractionInput, MAX_BATCH};
@@ -271,21 +271,35 @@ async fn dispatch(
         let message = format!("origin {origin:?} is not allowed for this product");
         return Dispatched::Refused(indexes, rejected("origin", &message, "origin"));
     }
-    let n = items.len() as u64;
-    let capacity = ctx.settings.ingest.product_mailbox_capacity;
-    if handle.queued.fetch_add(n, Ordering::AcqRel) + n > capacity {
-        handle.queued.fetch_sub(n, Ordering::AcqRel);
-        return Dispatched::Refused(indexes, Slot::Waiting);
-    }
-    let (reply, receiver) = oneshot::channel();
     let items = items
         .into_iter()
         .map(|(index, interaction)| IngestItem {
             index,
-            wallet,
+            wallet: Some(wallet),
             interaction,
         })
         .collect();
+    match send_to_product(ctx, &handle, items, meta) {
+        Some(receiver) => Dispatched::Sent(receiver),
+        None => Dispatched::Refused(indexes, Slot::Waiting),
+    }
+}
+
+/// Hands items to a product's actor if its mailbox has room; `None`: refused
+/// (full, or the actor is gone), nothing sent.
+pub(super) fn send_to_product(
+    ctx: &AppContext,
+    handle: &ProductHandle,
+    items: Vec<IngestItem>,
+    meta: &Arc<RequestMeta>,
+) -> Option<oneshot::Receiver<Vec<(usize, ItemResult)>>> {
+    let n = items.len() as u64;
+    let capacity = ctx.settings.ingest.product_mailbox_capacity;
+    if handle.queued.fetch_add(n, Ordering::AcqRel) + n > capacity {
+        handle.queued.fetch_sub(n, Ordering::AcqRel);
+        return None;
+    }
+    let (reply, receiver) = oneshot::channel();
     let message = ProductMsg::Ingest {
         items,
         meta: meta.clone(),
@@ -293,9 +307,9 @@ async fn dispatch(
     };
     if handle.actor.cast(message).is_err() {
         handle.queued.fetch_sub(n, Ordering::AcqRel);
-        return Dispatched::Refused(indexes, Slot::Waiting);
+        return None;
     }
-    Dispatched::Sent(receiver)
+    Some(receiver)
 }
 
 /// Counts what the front door refused (product actors count the rest).
@@ -347,12 +361,13 @@ fn log_outcome(slots: &[Slot]) {
     );
 }
 
-fn item_json(result: &ItemResult) -> Value {
+pub(super) fn item_json(result: &ItemResult) -> Value {
     match result {
         ItemResult::Accepted {
             id,
             referral,
             rewards,
+            refund,
         } => {
             let rewards: Vec<Value> = rewards
                 .iter()
@@ -370,6 +385,13 @@ fn item_json(result: &ItemResult) -> Value {
             if let Some(outcome) = referral {
                 value["referral"] = json!(outcome.as_str());
             }
+            if let Some(refund) = refund {
+                value["refund"] = json!({
+                    "purchase_id": refund.purchase_id,
+                    "cancelled_rewards": refund.cancelled,
+                    "kept_rewards": refund.kept,
+                });
+            }
             value
         }
         ItemResult::Duplicate { id } => json!({"id": id, "status": "duplicate", "rewards": []}),
@@ -377,7 +399,7 @@ fn item_json(result: &ItemResult) -> Value {
     }
 }
 
-fn unavailable(ctx: &AppContext) -> ApiError {
+pub(super) fn unavailable(ctx: &AppContext) -> ApiError {
     ApiError::Unavailable {
         detail: "the service is overloaded or the database is unavailable; nothing was stored, retry later".into(),
         retry_after_secs: ctx.settings.ingest.retry_after_secs,

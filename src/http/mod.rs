@@ -13,6 +13,7 @@ pub mod problem;
 mod products;
 mod server;
 mod wallets;
+mod webhooks;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -42,6 +43,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/products"),
     ("GET", "/v1/products/{id}"),
     ("PATCH", "/v1/products/{id}"),
+    ("PUT", "/v1/products/{id}/webhook"),
+    ("POST", "/v1/webhooks/{product_id}/{platform}"),
     ("GET", "/v1/products/{id}/administrators"),
     ("POST", "/v1/products/{id}/administrators"),
     ("DELETE", "/v1/products/{id}/administrators/{wallet}"),
@@ -78,7 +81,9 @@ pub fn routes(
         .unify()
         .or(campaigns::routes(ctx.clone()))
         .unify()
-        .or(wallets::routes(ctx))
+        .or(wallets::routes(ctx.clone()))
+        .unify()
+        .or(webhooks::routes(ctx))
         .unify();
     ops.or(api)
         .unify()

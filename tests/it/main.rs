@@ -13,3 +13,4 @@ mod ops;
 mod products;
 mod push;
 mod telemetry;
+mod webhooks;

@@ -349,3 +349,62 @@ async fn a_reverting_push_returns_rewards_to_pending_until_the_budget_is_fixed()
     );
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_after_the_push_keeps_what_was_pushed() {
+    use crate::webhooks::{configure, custom_order, deliver_signed};
+    use rewardflow::domain::webhook::Platform;
+    let chain = TestChain::start().await;
+    let app = TestApp::spawn_with(|s| chain.configure(s)).await;
+    let (product, campaign) = product_and_campaign(&app, &chain, json!({})).await;
+    campaign_allocated(&app, campaign).await;
+    let secret = configure(&app, &product, json!({"platform": "custom"})).await;
+    let buyer = user(50);
+
+    let (status, paid) = deliver_signed(
+        &app,
+        &product,
+        Platform::Custom,
+        &secret,
+        None,
+        &custom_order("X-1", "paid", Some(buyer)),
+    )
+    .await;
+    assert_eq!(status, 200, "{paid}");
+    all_pushed(&app).await;
+    let (status, refund) = deliver_signed(
+        &app,
+        &product,
+        Platform::Custom,
+        &secret,
+        None,
+        &custom_order("X-1", "refunded", Some(buyer)),
+    )
+    .await;
+    assert_eq!(status, 200, "{refund}");
+    assert_eq!(refund["refund"]["cancelled_rewards"], 0, "{refund}");
+    assert_eq!(refund["refund"]["kept_rewards"], 1, "{refund}");
+    assert_eq!(
+        scalar_i64(&app, "SELECT count(*) FROM rewards WHERE status = 'pushed'").await,
+        1
+    );
+    let recorded = scalar_i64(
+        &app,
+        "SELECT count(*) FROM interactions WHERE type = 'purchase.refunded'
+         AND (data->'refund'->>'kept_rewards')::int = 1",
+    )
+    .await;
+    assert_eq!(recorded, 1, "the refund records what it could not cancel");
+    let (_, body) = app
+        .get(
+            &format!("/v1/campaigns/{campaign}"),
+            Some(&owner_token(&app)),
+        )
+        .await;
+    assert_eq!(body["used_budget"], "5000000000000000000");
+    assert_eq!(
+        chain.pending_on_chain(buyer).await,
+        U256::from(5_000_000_000_000_000_000u128)
+    );
+    assert_exactly_once(&app, &chain).await;
+}

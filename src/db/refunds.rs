@@ -1,0 +1,180 @@
+//! Refunds (SPEC §6), inside the writer's transaction: cancel the refunded
+//! purchase's rewards that are still pending and say what that gives back. The
+//! budgets and counters themselves are written by `rewards::record`, together
+//! with the charges of the same transaction.
+
+use std::collections::{BTreeSet, HashMap};
+
+use alloy::primitives::{Address, B256, U256};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::{DbError, parse_u256};
+use crate::domain::interaction::{InteractionType, purchase_key};
+use crate::domain::refund::{CancelledReward, RefundEffects};
+
+/// A stored `purchase.refunded` interaction to apply.
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub refund_id: Uuid,
+    pub product_id: B256,
+    pub order_id: String,
+}
+
+/// What a refund did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundOutcome {
+    pub refund_id: Uuid,
+    /// The refunded purchase, if it was stored.
+    pub purchase_id: Option<Uuid>,
+    /// Rewards cancelled (they were still pending).
+    pub cancelled: u32,
+    /// Rewards left as they are: already on their way on-chain or pushed.
+    pub kept: u32,
+    pub effects: RefundEffects,
+}
+
+/// Cancels the pending rewards of each refunded purchase (rows locked in id order,
+/// so a pusher taking the same rows waits or skips them), and records on each
+/// refund interaction what it did.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    requests: &[RefundRequest],
+) -> Result<Vec<RefundOutcome>, DbError> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let purchases: Vec<(Uuid, Uuid, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT r.refund_id, i.id, i.wallet
+         FROM UNNEST($1::uuid[], $2::bytea[], $3::text[]) AS r(refund_id, product_id, key)
+         JOIN interactions i ON i.product_id = r.product_id AND i.dedup_key = r.key",
+    )
+    .bind(requests.iter().map(|r| r.refund_id).collect::<Vec<_>>())
+    .bind(
+        requests
+            .iter()
+            .map(|r| r.product_id.to_vec())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        requests
+            .iter()
+            .map(|r| purchase_key(InteractionType::PurchaseCompleted, &r.order_id))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let purchase_of: HashMap<Uuid, (Uuid, Option<Address>)> = purchases
+        .iter()
+        .map(|(refund, purchase, wallet)| {
+            let buyer = wallet.as_deref().map(Address::from_slice);
+            (*refund, (*purchase, buyer))
+        })
+        .collect();
+    let purchase_ids: Vec<Uuid> = purchases.iter().map(|(_, p, _)| *p).collect();
+
+    let cancelled = sqlx::query(
+        "WITH target AS (
+             SELECT w.id, p.refund_id FROM rewards w
+             JOIN UNNEST($1::uuid[], $2::uuid[]) AS p(purchase, refund_id) ON w.interaction_id = p.purchase
+             WHERE w.status = 'pending'
+             ORDER BY w.id
+             FOR UPDATE OF w)
+         UPDATE rewards w SET status = 'cancelled', cancelled_at = now(),
+             cancel_reason = 'order refunded (interaction ' || t.refund_id || ')'
+         FROM target t WHERE w.id = t.id
+         RETURNING w.interaction_id, w.campaign_id, w.recipient_type, w.amount::text AS amount",
+    )
+    .bind(&purchase_ids)
+    .bind(purchases.iter().map(|(r, _, _)| *r).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_purchase: HashMap<Uuid, Vec<CancelledReward>> = HashMap::new();
+    for row in &cancelled {
+        by_purchase
+            .entry(row.get("interaction_id"))
+            .or_default()
+            .push(CancelledReward {
+                campaign_id: row.get("campaign_id"),
+                is_user: row.get::<&str, _>("recipient_type") == "user",
+                amount: parse_u256(row.get::<&str, _>("amount")),
+            });
+    }
+
+    let kept_rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT interaction_id, campaign_id, count(*) FROM rewards
+         WHERE interaction_id = ANY($1) AND status IN ('pushing', 'pushed')
+         GROUP BY interaction_id, campaign_id",
+    )
+    .bind(&purchase_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let campaigns: Vec<i64> = cancelled.iter().map(|r| r.get("campaign_id")).collect();
+    let capped: BTreeSet<i64> = sqlx::query_scalar(
+        "SELECT id FROM campaigns WHERE id = ANY($1) AND max_rewards_per_user IS NOT NULL",
+    )
+    .bind(&campaigns)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+
+    let outcomes: Vec<RefundOutcome> = requests
+        .iter()
+        .map(|request| {
+            let Some((purchase, buyer)) = purchase_of.get(&request.refund_id).copied() else {
+                return RefundOutcome {
+                    refund_id: request.refund_id,
+                    purchase_id: None,
+                    cancelled: 0,
+                    kept: 0,
+                    effects: RefundEffects::default(),
+                };
+            };
+            let rewards = by_purchase.get(&purchase).map(Vec::as_slice).unwrap_or(&[]);
+            let mine = kept_rows.iter().filter(|(p, _, _)| *p == purchase);
+            let kept: BTreeSet<i64> = mine.clone().map(|(_, c, _)| *c).collect();
+            RefundOutcome {
+                refund_id: request.refund_id,
+                purchase_id: Some(purchase),
+                cancelled: rewards.len() as u32,
+                kept: mine.map(|(_, _, n)| *n as u32).sum(),
+                effects: RefundEffects::of_purchase(buyer, rewards, &kept, &capped),
+            }
+        })
+        .collect();
+
+    sqlx::query(
+        "UPDATE interactions i SET data = i.data || jsonb_build_object('refund', jsonb_build_object(
+             'purchase_id', u.purchase, 'cancelled_rewards', u.cancelled, 'kept_rewards', u.kept))
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::int[]) AS u(id, purchase, cancelled, kept)
+         WHERE i.id = u.id",
+    )
+    .bind(outcomes.iter().map(|o| o.refund_id).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.purchase_id).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.cancelled as i32).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.kept as i32).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(outcomes)
+}
+
+/// The order ids a product has stored refunds for (its actor's memory of them).
+pub async fn refunded_orders(pool: &sqlx::PgPool, product: B256) -> Result<Vec<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT data->>'order_id' FROM interactions
+         WHERE product_id = $1 AND type = 'purchase.refunded' AND data ? 'order_id'",
+    )
+    .bind(product.as_slice())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// `add − sub` as a signed decimal.
+pub fn signed_delta(add: U256, sub: U256) -> String {
+    if add >= sub {
+        (add - sub).to_string()
+    } else {
+        format!("-{}", sub - add)
+    }
+}

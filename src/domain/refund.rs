@@ -1,0 +1,121 @@
+//! What a refund gives back (SPEC §6): the budget of the rewards it cancelled,
+//! and the buyer's per-user counter of each campaign whose rewards for the order
+//! were all cancelled (a campaign that already pushed some keeps counting it).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use alloy::primitives::{Address, U256};
+
+/// A reward of the refunded purchase that was still pending, now cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelledReward {
+    pub campaign_id: i64,
+    /// The buyer's own share (the other rows are referrers').
+    pub is_user: bool,
+    pub amount: U256,
+}
+
+/// What one refund, or several, give back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefundEffects {
+    /// Budget each campaign gets back.
+    pub budgets: BTreeMap<i64, U256>,
+    /// (campaign, buyer) → (rewards to uncount, the buyer's amount to take back).
+    pub counters: BTreeMap<(i64, Address), (u32, U256)>,
+}
+
+impl RefundEffects {
+    /// The effects of refunding one purchase made by `buyer`. `kept`: campaigns in
+    /// which the purchase still has rewards (pushing or pushed); `capped`:
+    /// campaigns that count rewards per user.
+    pub fn of_purchase(
+        buyer: Option<Address>,
+        cancelled: &[CancelledReward],
+        kept: &BTreeSet<i64>,
+        capped: &BTreeSet<i64>,
+    ) -> Self {
+        let mut effects = Self::default();
+        for reward in cancelled {
+            *effects.budgets.entry(reward.campaign_id).or_default() += reward.amount;
+        }
+        let Some(buyer) = buyer else {
+            return effects;
+        };
+        for campaign in effects.budgets.keys() {
+            if kept.contains(campaign) || !capped.contains(campaign) {
+                continue;
+            }
+            let amount = cancelled
+                .iter()
+                .filter(|r| r.campaign_id == *campaign && r.is_user)
+                .fold(U256::ZERO, |sum, r| sum + r.amount);
+            effects.counters.insert((*campaign, buyer), (1, amount));
+        }
+        effects
+    }
+
+    pub fn merge(&mut self, other: &RefundEffects) {
+        for (campaign, amount) in &other.budgets {
+            *self.budgets.entry(*campaign).or_default() += *amount;
+        }
+        for (key, (count, amount)) in &other.counters {
+            let entry = self.counters.entry(*key).or_default();
+            entry.0 += count;
+            entry.1 += *amount;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.budgets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reward(campaign_id: i64, is_user: bool, amount: u64) -> CancelledReward {
+        CancelledReward {
+            campaign_id,
+            is_user,
+            amount: U256::from(amount),
+        }
+    }
+
+    #[test]
+    fn budgets_come_back_and_counters_only_where_nothing_was_kept() {
+        let buyer = Address::repeat_byte(1);
+        let cancelled = [
+            reward(1, true, 5),
+            reward(1, false, 4),
+            reward(2, true, 7),
+            reward(3, false, 2),
+        ];
+        let kept = BTreeSet::from([2]);
+        let capped = BTreeSet::from([1, 2, 3]);
+        let effects = RefundEffects::of_purchase(Some(buyer), &cancelled, &kept, &capped);
+        assert_eq!(
+            effects.budgets,
+            BTreeMap::from([(1, U256::from(9)), (2, U256::from(7)), (3, U256::from(2))])
+        );
+        // Campaign 2 still pushed part of it; campaign 3 paid only referrers.
+        assert_eq!(
+            effects.counters,
+            BTreeMap::from([
+                ((1, buyer), (1, U256::from(5))),
+                ((3, buyer), (1, U256::ZERO))
+            ])
+        );
+
+        let uncapped = RefundEffects::of_purchase(Some(buyer), &cancelled, &kept, &BTreeSet::new());
+        assert!(uncapped.counters.is_empty());
+        let anonymous = RefundEffects::of_purchase(None, &cancelled, &kept, &capped);
+        assert!(anonymous.counters.is_empty() && !anonymous.is_empty());
+
+        let mut total = effects.clone();
+        total.merge(&effects);
+        assert_eq!(total.budgets[&1], U256::from(18));
+        assert_eq!(total.counters[&(1, buyer)], (2, U256::from(10)));
+        assert!(RefundEffects::of_purchase(Some(buyer), &[], &kept, &capped).is_empty());
+    }
+}
