@@ -27,6 +27,7 @@ use crate::chain::push::Pushing;
 use crate::chain::{ChainContext, ChainSetupError};
 use crate::config::{ConfigError, Secret, Settings, resolve_jwt_secret};
 use crate::db::{self, DbError};
+use crate::http::cors::AllowedOrigins;
 use crate::limits::RateLimiter;
 use crate::readiness::Readiness;
 use crate::{http, telemetry};
@@ -42,6 +43,8 @@ pub struct AppContext {
     pub ingest: Ingest,
     /// The node and keys; `None` when `chain.rpc_url` is empty.
     pub chain: Option<Arc<ChainContext>>,
+    /// Browser origins allowed by CORS.
+    pub origins: Arc<AllowedOrigins>,
 }
 
 impl AppContext {
@@ -118,6 +121,8 @@ impl App {
         }
         readiness.set_migrations_applied();
         let chain = ChainContext::connect(&settings.chain).await?.map(Arc::new);
+        let origins = Arc::new(AllowedOrigins::new(&settings.server.cors_origins));
+        origins.refresh(&pool).await?;
 
         let ingest = Ingest {
             products: Arc::new(ProductRegistry::default()),
@@ -148,6 +153,7 @@ impl App {
             root,
             ingest,
             chain,
+            origins,
         });
         Ok(Self { ctx, root_join })
     }

@@ -44,6 +44,14 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests before stopping actors.
     pub shutdown_grace_ms: u64,
+    /// Largest request head (request line and headers, HTTP/1.1) or header list
+    /// (h2); larger → 431 or a closed connection. At least 8192.
+    pub max_header_bytes: u64,
+    /// Time a client has to send its request head; a slower one is disconnected.
+    pub header_read_timeout_ms: u64,
+    /// Browser origins allowed to call the API besides the products' own (CORS),
+    /// e.g. the merchants' dashboard.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -53,6 +61,9 @@ impl Default for ServerSettings {
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
+            max_header_bytes: 16 * 1024,
+            header_read_timeout_ms: 5_000,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -288,6 +299,10 @@ impl Settings {
             ("server.body_limit_bytes", self.server.body_limit_bytes),
             ("server.request_timeout_ms", self.server.request_timeout_ms),
             (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            (
                 "database.max_connections",
                 u64::from(self.database.max_connections),
             ),
@@ -314,6 +329,18 @@ impl Settings {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));
             }
+        }
+        if !(8192..=1 << 20).contains(&self.server.max_header_bytes) {
+            return Err(ConfigError::invalid(
+                "server.max_header_bytes",
+                "must be between 8192 and 1048576",
+            ));
+        }
+        if let Err(err) = crate::domain::product::normalize_origins(&self.server.cors_origins) {
+            return Err(ConfigError::invalid(
+                "server.cors_origins",
+                &err.to_string(),
+            ));
         }
         if self.database.min_connections > self.database.max_connections {
             return Err(ConfigError::invalid(

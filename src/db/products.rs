@@ -160,6 +160,19 @@ pub async fn change_webhook(
     Ok(next)
 }
 
+/// Every origin an active product lets call its SDK routes (its allowed origins,
+/// else `https://<domain>`).
+pub async fn active_origins(pool: &PgPool) -> Result<Vec<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT o FROM products p,
+             unnest(CASE WHEN cardinality(p.allowed_origins) = 0
+                         THEN ARRAY['https://' || p.domain] ELSE p.allowed_origins END) AS o
+         WHERE p.is_active AND p.deleted_at IS NULL",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Changes of `PATCH /v1/products/{id}`; `None` leaves a column as it is.
 #[derive(Debug, Clone, Default)]
 pub struct ProductChanges {

@@ -11,6 +11,8 @@ use super::ids::{ProductId, parse_address, parse_bytes32};
 
 /// Largest accepted `data` object, serialized.
 pub const MAX_DATA_BYTES: usize = 16 * 1024;
+/// Deepest nesting of arrays and objects in `data`.
+pub const MAX_DATA_DEPTH: usize = 16;
 /// Longest idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Longest analytics id.
@@ -169,6 +171,11 @@ impl InteractionInput {
                 "data",
                 format!("must be at most {MAX_DATA_BYTES} bytes"),
             ));
+        } else if depth(&data) > MAX_DATA_DEPTH {
+            errors.push(invalid(
+                "data",
+                format!("must nest at most {MAX_DATA_DEPTH} levels"),
+            ));
         }
         let referrer = match (&self.referrer, kind) {
             (Some(text), Some(InteractionType::ReferralReferred)) => parse_address(text)
@@ -226,6 +233,15 @@ impl InteractionInput {
             }),
             _ => Err(errors),
         }
+    }
+}
+
+/// Nesting depth of a JSON value (a scalar is 0).
+pub fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -375,6 +391,15 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(errors[0].field, "type");
+        let mut deep = json!(1);
+        for _ in 0..MAX_DATA_DEPTH {
+            deep = json!([deep]);
+        }
+        let errors =
+            input(json!({"product_id": PRODUCT, "type": "webshop.open", "data": {"a": deep}}))
+                .validate()
+                .unwrap_err();
+        assert!(errors[0].message.contains("nest"), "{errors:?}");
         let big = "x".repeat(MAX_DATA_BYTES);
         let errors =
             input(json!({"product_id": PRODUCT, "type": "webshop.open", "data": {"a": big}}))

@@ -11,7 +11,8 @@ use sha2::Sha256;
 
 use super::ids::parse_address;
 use super::interaction::{
-    AnalyticsInput, Interaction, InteractionType, InvalidField, MAX_DATA_BYTES,
+    AnalyticsInput, Interaction, InteractionType, InvalidField, MAX_DATA_BYTES, MAX_DATA_DEPTH,
+    depth,
 };
 use crate::config::Secret;
 
@@ -514,10 +515,12 @@ impl Order {
         if let Some(items) = &self.items {
             data["items"] = items.clone();
         }
-        if data.to_string().len() > MAX_DATA_BYTES {
+        if data.to_string().len() > MAX_DATA_BYTES || depth(&data) > MAX_DATA_DEPTH {
             return Err(invalid(
                 "items",
-                format!("the order must fit in {MAX_DATA_BYTES} bytes"),
+                format!(
+                    "the order must fit in {MAX_DATA_BYTES} bytes and {MAX_DATA_DEPTH} levels of nesting"
+                ),
             ));
         }
         Ok(Interaction {

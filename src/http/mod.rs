@@ -7,6 +7,7 @@ mod auth;
 mod banks;
 pub mod body;
 mod campaigns;
+pub mod cors;
 mod interactions;
 mod ops;
 pub mod problem;
@@ -69,6 +70,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn routes(
     ctx: Arc<AppContext>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let ctx_origins = ctx.origins.clone();
     let ops = ops::routes(ctx.clone());
     let api = interactions::routes(ctx.clone())
         .or(auth::routes(ctx.clone()))
@@ -85,10 +87,23 @@ pub fn routes(
         .unify()
         .or(webhooks::routes(ctx))
         .unify();
-    ops.or(api)
-        .unify()
-        .recover(problem::handle_rejection)
-        .unify()
+    let origins = ctx_origins.clone();
+    let origin = warp::header::optional::<String>("origin")
+        .or(warp::any().map(|| None))
+        .unify();
+    origin
+        .and(
+            cors::preflight(ctx_origins)
+                .or(ops)
+                .unify()
+                .or(api)
+                .unify()
+                .recover(problem::handle_rejection)
+                .unify(),
+        )
+        .map(move |origin: Option<String>, response: Response| {
+            origins.decorate(origin.as_deref(), response)
+        })
         .with(warp::log::custom(record_request))
 }
 

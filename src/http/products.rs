@@ -158,6 +158,7 @@ async fn create(
             )),
             other => other.into(),
         })?;
+    ctx.origins.refresh(&ctx.pool).await?;
     let view = ProductView::from(row);
     let mut response = json_reply(&view, StatusCode::CREATED);
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/products/{}", view.id)) {
@@ -246,6 +247,7 @@ async fn patch(
     if let Some(config) = db::products::load_config(&ctx.pool, id).await? {
         ctx.ingest.products.update_config(config);
     }
+    ctx.origins.refresh(&ctx.pool).await?;
     let row = db::products::get_for(&ctx.pool, id, wallet)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such product".into()))?;

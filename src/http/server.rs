@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -34,6 +34,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
+    let limits = ConnectionLimits {
+        max_header_bytes: ctx.settings.server.max_header_bytes as usize,
+        header_read_timeout: std::time::Duration::from_millis(
+            ctx.settings.server.header_read_timeout_ms,
+        ),
+    };
     let service = warp::service(super::routes(ctx));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -54,7 +60,7 @@ pub async fn serve(
         };
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let builder = limits.builder();
             let connection = builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),
                 TowerToHyperService::new(layered),
@@ -66,6 +72,30 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// What one connection may send: the size of a request head and the time to
+/// send it (a client trickling headers is disconnected).
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    max_header_bytes: usize,
+    header_read_timeout: std::time::Duration,
+}
+
+impl ConnectionLimits {
+    fn builder(self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_buf_size(self.max_header_bytes);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(self.max_header_bytes as u32);
+        builder
+    }
 }
 
 /// Connection-level accept errors are the client's business; anything else (out of

@@ -6,6 +6,7 @@ mod campaigns;
 mod chain_fixture;
 mod cli;
 mod common;
+mod cors;
 mod crash;
 mod indexer;
 mod interactions;
