@@ -13,6 +13,7 @@ mod ops;
 pub mod problem;
 mod products;
 mod server;
+mod tracked_body;
 mod wallets;
 mod webhooks;
 

@@ -17,7 +17,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tracing::Instrument;
-use warp::http::{Request, Response};
+use warp::http::header::CONNECTION;
+use warp::http::{HeaderValue, Request, Response};
+
+use super::tracked_body::TrackedBody;
 
 use crate::app::AppContext;
 use crate::telemetry::request_id::{self, RequestId};
@@ -40,6 +43,7 @@ pub async fn serve(
             ctx.settings.server.header_read_timeout_ms,
         ),
     };
+    let body_limit = ctx.settings.server.body_limit_bytes;
     let service = warp::service(super::routes(ctx));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -57,6 +61,7 @@ pub async fn serve(
         let layered = RequestLayer {
             inner: service.clone(),
             peer,
+            body_limit,
         };
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -119,14 +124,17 @@ async fn backoff_on_accept_error(err: std::io::Error) {
 pub struct RequestLayer<S> {
     inner: S,
     peer: SocketAddr,
+    /// `server.body_limit_bytes`: unread bodies up to this size are drained.
+    body_limit: u64,
 }
 
 type BoxedResponse<B> = Pin<Box<dyn Future<Output = Result<Response<B>, Infallible>> + Send>>;
 
 impl<S, B, RB> tower_service::Service<Request<B>> for RequestLayer<S>
 where
-    S: tower_service::Service<Request<B>, Response = Response<RB>, Error = Infallible>,
+    S: tower_service::Service<Request<TrackedBody<B>>, Response = Response<RB>, Error = Infallible>,
     S::Future: Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
 {
     type Response = Response<RB>;
     type Error = Infallible;
@@ -136,7 +144,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         let id = RequestId::from_client_or_new(request.headers().get(request_id::HEADER));
         let span = tracing::info_span!(
             "request",
@@ -145,13 +153,20 @@ where
             path = request.uri().path(),
         );
         let header = id.header_value();
-        request.extensions_mut().insert(id);
-        request.extensions_mut().insert(PeerAddr(self.peer));
+        let (mut parts, body) = request.into_parts();
+        let (body, body_end) = TrackedBody::wrap(body, &parts.headers, self.body_limit);
+        parts.extensions.insert(id);
+        parts.extensions.insert(PeerAddr(self.peer));
+        let request = Request::from_parts(parts, body);
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
                 let mut response = response.await?;
-                response.headers_mut().insert(request_id::HEADER, header);
+                let headers = response.headers_mut();
+                headers.insert(request_id::HEADER, header);
+                if !body_end.connection_reusable() {
+                    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 Ok(response)
             }
             .instrument(span),

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod cors;
 mod crash;
+mod fuzz;
 mod indexer;
 mod interactions;
 mod ops;
