@@ -6,6 +6,7 @@
 
 mod client;
 mod limits;
+mod push;
 mod report;
 mod run;
 mod scenario;
@@ -36,6 +37,10 @@ enum Command {
     /// Measures the machine's limits: COPY rows/s of interaction rows, and a bare
     /// warp JSON POST echo under the same client.
     Limits(limits::LimitArgs),
+    /// Purchases over HTTP to `rewardflow dev`'s demo product until every reward is
+    /// pushed on-chain: rewards/min, batches, gas per reward; on-chain = PostgreSQL;
+    /// then the same calls sent directly (the machine's limit).
+    Push(push::PushArgs),
 }
 
 #[derive(Args, Clone)]
@@ -74,5 +79,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Setup(target) => run::setup(&target).await,
         Command::Run(args) => run::run(args).await,
         Command::Limits(args) => limits::run(args).await,
+        Command::Push(args) => push::run(args).await,
     }
 }

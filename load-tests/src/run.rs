@@ -149,8 +149,15 @@ async fn setup_campaigns(
 
 /// Session tokens for the scenario's wallets, minted with the service's secret.
 fn mint(secret: &[u8], wallet: u32) -> String {
-    let address = parse_address(&wallet_hex(wallet)).expect("valid address");
-    session_token::mint(secret, address, now_secs(), 24 * 3600)
+    mint_for(
+        secret,
+        parse_address(&wallet_hex(wallet)).expect("valid address"),
+    )
+}
+
+/// A day-long session token for `wallet`, minted with the service's secret.
+pub fn mint_for(secret: &[u8], wallet: alloy::primitives::Address) -> String {
+    session_token::mint(secret, wallet, now_secs(), 24 * 3600)
 }
 
 fn now_secs() -> i64 {

@@ -279,6 +279,28 @@ impl Sender {
         self.settle(&mut next, nonce, sent).await
     }
 
+    /// Lowers the cached account nonce to the node's when the node holds fewer of
+    /// our transactions than we handed out: one we sent was dropped from its pool,
+    /// and every later one waits behind that gap for ever. The next send then takes
+    /// the missing nonce. Returns whether the cache was ahead.
+    pub async fn resync_nonce(&self) -> Result<bool, ChainError> {
+        let mut next = self.next_nonce.lock().await;
+        let Some(cached) = *next else {
+            return Ok(false);
+        };
+        let held = self
+            .provider
+            .get_transaction_count(self.address)
+            .pending()
+            .await
+            .map_err(rpc)?;
+        if held < cached {
+            *next = Some(held);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     async fn nonce(&self, next: &mut Option<u64>) -> Result<u64, ChainError> {
         if let Some(n) = *next {
             return Ok(n);

@@ -200,6 +200,11 @@ impl Pushing {
                 if recently_sent {
                     return Ok(Progress::InFlight);
                 }
+                // Sent long ago and still unknown to the chain: if the node dropped it,
+                // our account nonce has a gap that only this re-send can fill.
+                if batch.status == "sent" && self.distributor.resync_nonce().await? {
+                    tracing::warn!(batch = %batch.id, "the node dropped a transaction of ours; re-sending with the missing account nonce");
+                }
                 let payload = self.payload(batch).await?;
                 let signature = self.sign(batch, &payload).await?;
                 let sent = match self.chain.ensure_contract(batch.bank()).await {

@@ -408,3 +408,74 @@ async fn a_refund_after_the_push_keeps_what_was_pushed() {
     );
     assert_exactly_once(&app, &chain).await;
 }
+
+/// A transaction the node dropped from its pool leaves a gap in the account's
+/// nonces: every later one would wait behind it for ever. Re-sending the batch after
+/// `resync_nonce` takes the missing nonce, and the batch is paid.
+#[tokio::test]
+async fn a_dropped_transaction_does_not_stall_the_account() {
+    use alloy::primitives::{Address, B256};
+    use alloy::providers::Provider;
+    use rewardflow::chain::{Chain, Sender};
+    use rewardflow::domain::push::{self, PushRewards, Reward};
+
+    let chain = TestChain::start().await;
+    let mut settings = Settings::default();
+    chain.configure(&mut settings);
+    let sender = Sender::new(&settings.chain, DEPLOYER_KEY).unwrap();
+    let node = Chain::connect(&settings.chain).await.unwrap();
+    let campaign = B256::repeat_byte(0x42);
+    let budget = U256::from(10u64).pow(U256::from(20u64));
+    sender
+        .allocate_campaign_budget(chain.bank, campaign, chain.token, budget)
+        .await
+        .unwrap();
+    let batch = PushRewards {
+        campaignId: campaign,
+        token: chain.token,
+        rewards: vec![Reward {
+            user: Address::repeat_byte(0x55),
+            amount: U256::from(10u64).pow(U256::from(18u64)),
+        }],
+        nonce: B256::repeat_byte(0x99),
+        deadline: U256::from(u32::MAX),
+    };
+    let digest = push::signing_hash(&push::bank_domain(node.chain_id, chain.bank), &batch);
+    let signature = sender.sign_digest(digest).unwrap();
+    let anvil = |method: &'static str, params: serde_json::Value| {
+        let node = node.clone();
+        async move {
+            let _: serde_json::Value = node
+                .provider
+                .raw_request(method.into(), params)
+                .await
+                .unwrap();
+        }
+    };
+
+    // Sent while nothing is mined, then dropped by the node.
+    anvil("evm_setAutomine", json!([false])).await;
+    let dropped = sender
+        .push_rewards(chain.bank, &batch, signature.clone())
+        .await
+        .unwrap();
+    anvil("anvil_dropTransaction", json!([dropped])).await;
+    anvil("evm_setAutomine", json!([true])).await;
+    assert!(sender.resync_nonce().await.unwrap(), "the gap is seen");
+    assert!(!sender.resync_nonce().await.unwrap(), "and closed once");
+
+    let resent = sender
+        .push_rewards(chain.bank, &batch, signature)
+        .await
+        .unwrap();
+    let receipt = eventually(WAIT, "the re-sent batch mined", || async {
+        node.receipt(resent).await.unwrap()
+    })
+    .await;
+    assert!(receipt.status());
+    assert!(node.is_nonce_used(chain.bank, batch.nonce).await.unwrap());
+    assert_eq!(
+        chain.pending_on_chain(Address::repeat_byte(0x55)).await,
+        U256::from(10u64).pow(U256::from(18u64))
+    );
+}
