@@ -30,6 +30,7 @@ const NOT_EMITTED_BY_TEST_APP: &[&str] = &[
     "rewardflow_indexer_block",
     "rewardflow_indexer_events_total",
     "rewardflow_indexer_reorgs_total",
+    "rewardflow_webhooks_total",
 ];
 
 /// One exported family: its TYPE, HELP and the label names of its series.
