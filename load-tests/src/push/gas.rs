@@ -131,8 +131,9 @@ pub fn fit(batches: &[Measured]) -> Option<Fit> {
         for r in 0..3 {
             if r != col {
                 let factor = m[r][col] / m[col][col];
-                for c in col..4 {
-                    m[r][c] -= factor * m[col][c];
+                let pivot_row = m[col];
+                for (cell, p) in m[r].iter_mut().zip(pivot_row).skip(col) {
+                    *cell -= factor * p;
                 }
             }
         }
