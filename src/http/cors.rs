@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use sqlx::PgPool;
-use warp::http::{HeaderValue, StatusCode, header};
+use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
@@ -81,10 +81,22 @@ impl AllowedOrigins {
 pub fn preflight(
     origins: Arc<AllowedOrigins>,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::options()
-        .and(warp::header::<String>("origin"))
-        .and(warp::header::<String>("access-control-request-method"))
-        .map(move |origin: String, _method: String| {
+    // Anything else is not_found (the weakest rejection), so that this filter
+    // never turns another route's 404 into a 405 or a missing-header error.
+    warp::method()
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>(
+            "access-control-request-method",
+        ))
+        .and_then(
+            |method: Method, origin: Option<String>, requested: Option<String>| async move {
+                match (method, origin, requested) {
+                    (Method::OPTIONS, Some(origin), Some(_)) => Ok(origin),
+                    _ => Err(warp::reject::not_found()),
+                }
+            },
+        )
+        .map(move |origin: String| {
             if !origins.allows(&origin) {
                 return ApiError::Forbidden(format!(
                     "origin {origin:?} may not call this API from a browser"
