@@ -358,7 +358,12 @@ async fn submit(
     }
 
     let ids: Vec<Uuid> = state.open[&tag].rows.iter().map(|r| r.id).collect();
-    let Some(earned) = earn(state, &ids, &fresh, now).await else {
+    // Read before this batch's own refunds are remembered.
+    let refunded: Vec<bool> = fresh
+        .iter()
+        .map(|i| refunded_before(state, &i.interaction))
+        .collect();
+    let Some(earned) = earn(state, &ids, &fresh, &refunded, now).await else {
         // Undo the referrals registered above: nothing of this will be written.
         let registered: Vec<(ReferralOutcome, Address, Address)> = pairs
             .iter()
@@ -374,10 +379,6 @@ async fn submit(
         users,
         exhausted,
     } = earned;
-    let refunded: Vec<bool> = fresh
-        .iter()
-        .map(|i| refunded_before(state, &i.interaction))
-        .collect();
     let refunds = refund_requests(state, &ids, &fresh);
 
     let request = state.open.get_mut(&tag).expect("open request");
@@ -622,11 +623,13 @@ struct Earned {
 
 /// Evaluates every active campaign for every fresh item, in order, charging
 /// budgets and per-user counters in memory (so concurrent requests can never
-/// overspend); `None` when the referral chains cannot be had.
+/// overspend); `None` when the referral chains cannot be had. `refunded`: per
+/// item, a purchase of an order refunded before it (earns nothing).
 async fn earn(
     state: &mut ProductState,
     ids: &[Uuid],
     fresh: &[IngestItem],
+    refunded: &[bool],
     now: DateTime<Utc>,
 ) -> Option<Earned> {
     let mut earned = Earned {
@@ -635,9 +638,9 @@ async fn earn(
         users: Vec::new(),
         exhausted: Vec::new(),
     };
-    let matched = |item: &IngestItem| {
+    let matched = |item: &IngestItem, refunded: bool| {
         item.wallet.is_some()
-            && !refunded_before(state, &item.interaction)
+            && !refunded
             && state
                 .campaigns
                 .iter()
@@ -646,7 +649,7 @@ async fn earn(
     let rewardable: Vec<(usize, Address)> = fresh
         .iter()
         .enumerate()
-        .filter(|(_, item)| matched(item))
+        .filter(|(index, item)| matched(item, refunded[*index]))
         .filter_map(|(index, item)| Some((index, item.wallet?)))
         .collect();
     if rewardable.is_empty() {

@@ -211,12 +211,9 @@ fn parse_item(value: Value) -> Result<Interaction, Vec<FieldError>> {
         };
         vec![FieldError::new(field, err.into_inner())]
     })?;
-    input.validate().map_err(|errors| {
-        errors
-            .into_iter()
-            .map(|e| FieldError::new(e.field, e.message))
-            .collect()
-    })
+    input
+        .validate()
+        .map_err(|errors| errors.into_iter().map(FieldError::from).collect())
 }
 
 enum Dispatched {

@@ -18,6 +18,12 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl From<crate::domain::interaction::InvalidField> for FieldError {
+    fn from(invalid: crate::domain::interaction::InvalidField) -> Self {
+        Self::new(invalid.field, invalid.message)
+    }
+}
+
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl ToString) -> Self {
         Self {

@@ -188,12 +188,7 @@ async fn handle(
 }
 
 fn invalid(errors: Vec<crate::domain::interaction::InvalidField>) -> ApiError {
-    ApiError::Invalid(
-        errors
-            .into_iter()
-            .map(|e| FieldError::new(e.field, e.message))
-            .collect(),
-    )
+    ApiError::Invalid(errors.into_iter().map(FieldError::from).collect())
 }
 
 /// WooCommerce's ping: `webhook_id=<digits>`, form-encoded, unsigned.

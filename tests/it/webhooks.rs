@@ -76,6 +76,33 @@ pub fn custom_order(id: &str, status: &str, buyer: Option<Address>) -> Value {
     order
 }
 
+/// A product's webhook endpoint, for deliveries whose answer is known.
+struct Shop<'a> {
+    app: &'a TestApp,
+    product: &'a str,
+}
+
+impl Shop<'_> {
+    /// Delivers a signed body and asserts a 200 with the given `status`.
+    async fn expect(
+        &self,
+        platform: Platform,
+        secret: &str,
+        topic: Option<&str>,
+        body: &Value,
+        status: &str,
+    ) -> Value {
+        let (code, reply) =
+            deliver_signed(self.app, self.product, platform, secret, topic, body).await;
+        assert_eq!(
+            (code, reply["status"].as_str()),
+            (200, Some(status)),
+            "{reply}"
+        );
+        reply
+    }
+}
+
 async fn count(app: &TestApp, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(&app.ctx.pool)
@@ -97,54 +124,47 @@ async fn each_platform_delivers_orders_that_earn_rewards() {
         "financial_status": "paid", "total_price": "199.00", "currency": "USD",
         "cancelled_at": null, "line_items": [{"id": 466157049, "quantity": 1}],
         "note_attributes": [{"name": "wallet", "value": format!("{buyer:#x}")}]});
-    let (status, body) = deliver_signed(
-        &app,
-        &product,
-        Platform::Shopify,
-        &secret,
-        Some("orders/paid"),
-        &shopify,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["status"], "accepted");
+    let shop = Shop {
+        app: &app,
+        product: &product,
+    };
+    let body = shop
+        .expect(
+            Platform::Shopify,
+            &secret,
+            Some("orders/paid"),
+            &shopify,
+            "accepted",
+        )
+        .await;
     assert_eq!(body["rewards"][0]["recipient"], format!("{buyer:#x}"));
     assert_eq!(body["rewards"][0]["amount"], "5000000000000000000");
     let first = body["id"].clone();
     // Redelivered five times: one interaction, answered 200 each time.
     for _ in 0..5 {
-        let (status, body) = deliver_signed(
-            &app,
-            &product,
-            Platform::Shopify,
-            &secret,
-            Some("orders/paid"),
-            &shopify,
-        )
-        .await;
-        assert_eq!(
-            (status, &body["status"], &body["id"]),
-            (200, &json!("duplicate"), &first)
-        );
+        let body = shop
+            .expect(
+                Platform::Shopify,
+                &secret,
+                Some("orders/paid"),
+                &shopify,
+                "duplicate",
+            )
+            .await;
+        assert_eq!(body["id"], first);
     }
     // A pending order and a non-order topic are acknowledged, not stored.
     let mut pending = shopify.clone();
     pending["id"] = json!(1);
     pending["financial_status"] = json!("pending");
-    let (status, body) = deliver_signed(
-        &app,
-        &product,
+    shop.expect(
         Platform::Shopify,
         &secret,
         Some("orders/create"),
         &pending,
+        "ignored",
     )
     .await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (200, Some("ignored")),
-        "{body}"
-    );
 
     // WooCommerce: its unsigned ping, then base64 X-WC-Webhook-Signature, wallet in meta_data.
     let secret = configure(
@@ -158,38 +178,27 @@ async fn each_platform_delivers_orders_that_earn_rewards() {
     let woo = json!({"id": 727, "status": "processing", "currency": "EUR", "total": "29.35",
         "billing": {"email": "a@example.com"},
         "meta_data": [{"id": 13106, "key": "wallet", "value": format!("{buyer:#x}")}]});
-    let (status, body) = deliver_signed(
-        &app,
-        &product,
-        Platform::Woocommerce,
-        &secret,
-        Some("order.updated"),
-        &woo,
-    )
-    .await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (200, Some("accepted")),
-        "{body}"
-    );
+    let body = shop
+        .expect(
+            Platform::Woocommerce,
+            &secret,
+            Some("order.updated"),
+            &woo,
+            "accepted",
+        )
+        .await;
     assert_eq!(body["rewards"].as_array().unwrap().len(), 1);
     // Its later "completed" update is the same purchase.
     let mut completed = woo.clone();
     completed["status"] = json!("completed");
-    let (status, body) = deliver_signed(
-        &app,
-        &product,
+    shop.expect(
         Platform::Woocommerce,
         &secret,
         Some("order.updated"),
         &completed,
+        "duplicate",
     )
     .await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (200, Some("duplicate")),
-        "{body}"
-    );
 
     // Custom: X-Signature: sha256=<hex>; an order naming no wallet is stored, unrewarded.
     let secret = configure(
@@ -199,34 +208,15 @@ async fn each_platform_delivers_orders_that_earn_rewards() {
     )
     .await;
     assert_eq!(secret, "my-own-secret-0123456789");
-    let (status, body) = deliver_signed(
-        &app,
-        &product,
-        Platform::Custom,
-        &secret,
-        None,
-        &custom_order("C-1", "paid", Some(buyer)),
-    )
-    .await;
-    assert_eq!(
-        (status, body["rewards"].as_array().map(Vec::len)),
-        (200, Some(1)),
-        "{body}"
-    );
-    let (status, body) = deliver_signed(
-        &app,
-        &product,
-        Platform::Custom,
-        &secret,
-        None,
-        &custom_order("C-2", "paid", None),
-    )
-    .await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (200, Some("accepted")),
-        "{body}"
-    );
+    let paid = custom_order("C-1", "paid", Some(buyer));
+    let body = shop
+        .expect(Platform::Custom, &secret, None, &paid, "accepted")
+        .await;
+    assert_eq!(body["rewards"].as_array().map(Vec::len), Some(1), "{body}");
+    let anonymous = custom_order("C-2", "paid", None);
+    let body = shop
+        .expect(Platform::Custom, &secret, None, &anonymous, "accepted")
+        .await;
     assert_eq!(body["rewards"], json!([]));
 
     assert_eq!(
