@@ -81,6 +81,9 @@ async fn dev_serve(mut settings: Settings) -> Result<(), CommandError> {
         let ctx = app.context();
         let chain_id = ctx.chain.as_ref().map_or(0, |c| c.chain.chain_id);
         let demo = crate::dev::register_demo(&ctx.pool, chain_id, deployment).await?;
+        // The demo product is written directly, not through the API: let browsers
+        // on its origin in (CORS) like any product's.
+        ctx.origins.refresh(&ctx.pool).await?;
         println!("RPC_URL={}", node.rpc_url());
         println!("MULTI_TOKEN_PUSH_PULL={}", deployment.multi_token_push_pull);
         println!("DEMO_PRODUCT_ID={}", demo.product);

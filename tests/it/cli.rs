@@ -239,6 +239,15 @@ async fn dev_runs_on_its_own_cluster_and_keeps_data_across_restarts() {
     let base = wait_for_line(&mut child, "listening on http://", &mut seen)
         .trim_start_matches("listening on ")
         .to_owned();
+    // A browser on the demo product's origin may call the API.
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, format!("{base}/v1/interactions"))
+        .header("origin", "https://demo.rewardflow.local")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
     // The demo campaign pays a purchase; the reward lands on-chain, claimable.
     let response = client
         .post(format!("{base}/v1/interactions"))
