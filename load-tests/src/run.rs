@@ -95,6 +95,11 @@ const TRIGGERS: &[&str] = &[
     "retail.customer_meeting",
 ];
 
+/// The chain of the scenario's banks: not the one `rewardflow dev` runs, so no
+/// pusher works on them and the run measures ingestion alone (pushing has its own
+/// scenario, `push`, against real banks).
+const INGESTION_BANK_CHAIN_ID: u64 = 1;
+
 /// A bank and N active campaigns for every product of the scenario.
 async fn setup_campaigns(
     target: &Target,
@@ -104,7 +109,7 @@ async fn setup_campaigns(
     let reward_token = "0x7070707070707070707070707070707070707070";
     for i in 0..target.products {
         let product = to_hex(product_id_for_domain(&product_domain(i)));
-        let bank = json!({"chain_id": 31337, "bank_address": format!("0x{:040x}", u64::from(i) + 1),
+        let bank = json!({"chain_id": INGESTION_BANK_CHAIN_ID, "bank_address": format!("0x{:040x}", u64::from(i) + 1),
             "token": reward_token, "symbol": "RWD", "decimals": 18});
         let answer = conn
             .post(

@@ -435,6 +435,7 @@ async fn submit(
     request.remaining += rows.len();
     let set = WriteSet {
         product: myself.clone(),
+        product_id: state.args.config.id,
         tag,
         request_id: meta.request_id.clone(),
         rows,

@@ -39,6 +39,9 @@ pub struct PushDirectoryState {
     restarts: HashMap<Address, usize>,
     /// Tokens whose pusher waits for its backoff.
     waiting: HashSet<Address>,
+    /// Tokens the writer committed rewards of that have no bank on this chain
+    /// (looked up again at the next discovery, not at every commit).
+    elsewhere: HashSet<Address>,
     _ticker: tokio::task::JoinHandle<()>,
 }
 
@@ -62,6 +65,7 @@ impl Actor for PushDirectory {
             pushers: HashMap::new(),
             restarts: HashMap::new(),
             waiting: HashSet::new(),
+            elsewhere: HashSet::new(),
             _ticker: ticker,
         };
         discover(&myself, &mut state).await?;
@@ -90,16 +94,30 @@ impl Actor for PushDirectory {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PushDirectoryMsg::Committed(counts) => {
-                for (token, n) in counts {
-                    if !state.pushers.contains_key(&token) && !state.waiting.contains(&token) {
-                        start(&myself, state, token).await;
+                let unknown = |state: &PushDirectoryState, token: &Address| {
+                    !state.pushers.contains_key(token)
+                        && !state.waiting.contains(token)
+                        && !state.elsewhere.contains(token)
+                };
+                if counts.iter().any(|(token, _)| unknown(state, token)) {
+                    // A new bank of this chain, or a token banked on another chain.
+                    if let Err(err) = discover(&myself, state).await {
+                        tracing::warn!(error = %err, "looking for new tokens failed");
                     }
+                    for (token, _) in &counts {
+                        if unknown(state, token) {
+                            state.elsewhere.insert(*token);
+                        }
+                    }
+                }
+                for (token, n) in counts {
                     if let Some(pusher) = state.pushers.get(&token) {
                         let _ = pusher.cast(PusherMsg::Committed(n));
                     }
                 }
             }
             PushDirectoryMsg::Discover => {
+                state.elsewhere.clear();
                 if let Err(err) = discover(&myself, state).await {
                     tracing::warn!(error = %err, "looking for new tokens failed");
                 }

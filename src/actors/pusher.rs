@@ -1,5 +1,6 @@
 //! One pusher per (chain, token): every `push_interval`, or as soon as the writer
-//! has committed `max_batch` rewards of its token, it tells banks about campaign
+//! has committed `max_batch` rewards of its token (at most one such early round a
+//! second), it tells banks about campaign
 //! changes, moves unfinished batches on (confirm, expire, re-send), then writes,
 //! signs and sends new batches (SPEC §7). While batches are in flight it looks at
 //! them again every second. Its state is the ledger: a restarted pusher reconciles
@@ -20,6 +21,10 @@ pub const KIND: &str = "pusher";
 const MAX_IN_FLIGHT: usize = 64;
 /// How often in-flight batches are looked at again.
 const FOLLOW_UP: Duration = Duration::from_secs(1);
+/// Least time between the end of a full round and an early one (woken by the
+/// writer): under a steady stream of rewards the pusher would otherwise query the
+/// ledger back to back.
+const EARLY_ROUND_SPACING: Duration = Duration::from_secs(1);
 
 pub enum PusherMsg {
     /// A full round.
@@ -36,6 +41,9 @@ pub struct PusherState {
     /// Per bank: no new batches before this instant; consecutive failures.
     backoff: HashMap<i64, (Instant, u32)>,
     follow_up_scheduled: bool,
+    /// An early round is already scheduled.
+    early_round_scheduled: bool,
+    last_full_round: Instant,
     _ticker: tokio::task::JoinHandle<()>,
 }
 
@@ -61,6 +69,8 @@ impl Actor for Pusher {
             buffered: 0,
             backoff: HashMap::new(),
             follow_up_scheduled: false,
+            early_round_scheduled: false,
+            last_full_round: Instant::now(),
             _ticker: ticker,
         })
     }
@@ -72,14 +82,23 @@ impl Actor for Pusher {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let full_round = match message {
-            PusherMsg::Tick => true,
+            PusherMsg::Tick => {
+                state.early_round_scheduled = false;
+                true
+            }
             PusherMsg::FollowUp => {
                 state.follow_up_scheduled = false;
                 false
             }
             PusherMsg::Committed(n) => {
                 state.buffered += n;
-                if state.buffered < state.steps.settings.max_batch {
+                if state.buffered < state.steps.settings.max_batch || state.early_round_scheduled {
+                    return Ok(());
+                }
+                let wait = EARLY_ROUND_SPACING.saturating_sub(state.last_full_round.elapsed());
+                if !wait.is_zero() {
+                    state.early_round_scheduled = true;
+                    myself.send_after(wait, || PusherMsg::Tick);
                     return Ok(());
                 }
                 true
@@ -96,6 +115,9 @@ impl Actor for Pusher {
                 0
             }
         };
+        if full_round {
+            state.last_full_round = Instant::now();
+        }
         if in_flight > 0 && !state.follow_up_scheduled {
             state.follow_up_scheduled = true;
             myself.send_after(FOLLOW_UP, || PusherMsg::FollowUp);

@@ -1,9 +1,15 @@
 //! Group commit. Product actors hand the writer write sets (the rows of one
-//! request for one product); the writer buffers them and, whenever a flush lane
-//! is free, writes everything buffered (up to `writer_max_batch_rows`) in one
-//! transaction — so at low load a row waits for one commit, and at high load
-//! batches grow by themselves. After the commit (or failure) each product actor
-//! gets the outcome of its write set and answers its waiting requests.
+//! request for one product); the writer buffers them per flush lane and, whenever
+//! a lane is free, writes everything buffered for it (up to
+//! `writer_max_batch_rows`) in one transaction — so at low load a row waits for
+//! one commit, and at high load batches grow by themselves. After the commit (or
+//! failure) each product actor gets the outcome of its write set and answers its
+//! waiting requests.
+//!
+//! Each product belongs to one lane (by its id), so concurrent flushes never write
+//! the same product's rows: campaign budgets, per-user counters and unique keys of
+//! one product are only ever locked by one transaction at a time, and lanes never
+//! wait for each other or deadlock.
 //!
 //! Admission is bounded: a product actor reserves rows in the shared
 //! [`WriterGate`] before sending; when the gate is full, or the database is known
@@ -15,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -37,6 +43,8 @@ pub const KIND: &str = "writer";
 /// The rows of one request for one product, and what they earned.
 pub struct WriteSet {
     pub product: ActorRef<ProductMsg>,
+    /// The product's id: it picks the flush lane.
+    pub product_id: B256,
     /// The product actor's request tag, returned with the outcome.
     pub tag: u64,
     /// The HTTP request the rows came with, named in the flush's log line.
@@ -130,6 +138,7 @@ pub enum WriterMsg {
     Write(WriteSet),
     /// A flush lane finished.
     FlushDone {
+        lane: usize,
         rows: u64,
         database_down: bool,
     },
@@ -150,8 +159,8 @@ pub struct WriterArgs {
 
 pub struct WriterState {
     args: WriterArgs,
-    buffer: VecDeque<WriteSet>,
-    lanes_busy: usize,
+    /// Per lane: its buffered write sets, and whether it is flushing.
+    lanes: Vec<Lane>,
     probing: bool,
     /// Number of the next flush, for log lines.
     next_flush: u64,
@@ -175,10 +184,12 @@ impl Actor for Writer {
         args.gate.pending_rows.store(0, Ordering::Release);
         args.gate.set_healthy(true);
         metrics::gauge!(telemetry::MAILBOX_DEPTH, "actor" => KIND).set(0.0);
+        let lanes = (0..args.flush_concurrency.max(1))
+            .map(|_| Lane::default())
+            .collect();
         Ok(WriterState {
             args,
-            buffer: VecDeque::new(),
-            lanes_busy: 0,
+            lanes,
             probing: false,
             next_flush: 0,
         })
@@ -190,7 +201,11 @@ impl Actor for Writer {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let sets: Vec<WriteSet> = state.buffer.drain(..).collect();
+        let sets: Vec<WriteSet> = state
+            .lanes
+            .iter_mut()
+            .flat_map(|lane| lane.buffer.drain(..))
+            .collect();
         if !sets.is_empty() {
             flush(
                 &state.args.pool,
@@ -211,13 +226,15 @@ impl Actor for Writer {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             WriterMsg::Write(set) => {
-                state.buffer.push_back(set);
+                let lane = lane_of(&set.product_id, state.lanes.len());
+                state.lanes[lane].buffer.push_back(set);
             }
             WriterMsg::FlushDone {
+                lane,
                 rows,
                 database_down,
             } => {
-                state.lanes_busy -= 1;
+                state.lanes[lane].busy = false;
                 state.args.gate.release(rows);
                 if database_down && !state.probing {
                     state.args.gate.set_healthy(false);
@@ -242,19 +259,35 @@ impl Actor for Writer {
     }
 }
 
-/// Starts a flush on every free lane while rows are buffered.
+#[derive(Default)]
+struct Lane {
+    buffer: VecDeque<WriteSet>,
+    busy: bool,
+}
+
+/// The lane of a product: stable for the writer's life.
+fn lane_of(product: &B256, lanes: usize) -> usize {
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&product[..8]);
+    (u64::from_le_bytes(prefix) % lanes as u64) as usize
+}
+
+/// Starts a flush on every free lane that has rows buffered.
 fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
-    while state.lanes_busy < state.args.flush_concurrency && !state.buffer.is_empty() {
+    for (index, lane) in state.lanes.iter_mut().enumerate() {
+        if lane.busy || lane.buffer.is_empty() {
+            continue;
+        }
         let mut sets = Vec::new();
         let mut rows = 0;
-        while let Some(set) = state.buffer.front() {
+        while let Some(set) = lane.buffer.front() {
             if !sets.is_empty() && rows + set.rows.len() > state.args.max_batch_rows {
                 break;
             }
             rows += set.rows.len();
-            sets.push(state.buffer.pop_front().expect("front exists"));
+            sets.push(lane.buffer.pop_front().expect("front exists"));
         }
-        state.lanes_busy += 1;
+        lane.busy = true;
         let number = state.next_flush;
         state.next_flush += 1;
         let pool = state.args.pool.clone();
@@ -263,6 +296,7 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
         tokio::spawn(async move {
             let database_down = flush(&pool, &pushers, sets, number).await;
             let _ = myself.cast(WriterMsg::FlushDone {
+                lane: index,
                 rows: rows as u64,
                 database_down,
             });
@@ -273,6 +307,7 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
 /// Who a write set of a batch belongs to, and how many of each kind of row it has.
 struct Owner {
     product: ActorRef<ProductMsg>,
+    product_id: B256,
     tag: u64,
     request_id: RequestId,
     counts: (usize, usize, usize, usize),
@@ -295,6 +330,7 @@ async fn flush(
         batch.exhausted.extend(set.exhausted.iter().copied());
         owners.push(Owner {
             product: set.product,
+            product_id: set.product_id,
             tag: set.tag,
             request_id: set.request_id,
             counts: (
@@ -382,6 +418,7 @@ async fn flush(
                 let (count, reward_count, user_count, refund_count) = owner.counts;
                 let set = WriteSet {
                     product: owner.product,
+                    product_id: owner.product_id,
                     tag: owner.tag,
                     request_id: owner.request_id,
                     rows: rows.by_ref().take(count).collect(),

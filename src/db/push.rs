@@ -21,20 +21,24 @@ pub struct PushWork {
 }
 
 /// Campaigns of `token` on `chain_id` whose bank knows them and that have pending
-/// rewards available now.
+/// rewards available now. Read per campaign (rewards_campaign_status_idx).
 pub async fn work(pool: &PgPool, chain_id: u64, token: Address) -> Result<Vec<PushWork>, DbError> {
     let rows = sqlx::query(
-        "SELECT c.id, c.external_id, c.product_id, b.id AS bank_id, b.bank_address,
-                count(DISTINCT r.wallet) AS wallets
-         FROM rewards r
-         JOIN campaigns c ON c.id = r.campaign_id
+        "SELECT c.id, c.external_id, c.product_id, b.id AS bank_id, b.bank_address, w.wallets
+         FROM campaigns c
          JOIN product_banks b ON b.id = c.bank_id
-         WHERE r.status = 'pending' AND r.token = $2 AND r.available_at <= now()
-           AND c.chain_state IN ('allocated', 'deactivate')
-           AND b.chain_id = $1 AND b.is_active
-         GROUP BY c.id, b.id
+         CROSS JOIN LATERAL (
+             SELECT count(DISTINCT r.wallet) AS wallets FROM rewards r
+             WHERE r.campaign_id = c.id AND r.status = 'pending' AND r.available_at <= now()
+         ) w
+         WHERE b.chain_id = $1 AND b.token_address = $2 AND b.is_active
+           AND c.chain_state IN ('allocated', 'deactivate') AND w.wallets > 0
          ORDER BY c.id",
     )
+    // Planned for this token each time: a cached generic plan assumes a token
+    // matches a large share of banks (deployments have few tokens) and scans every
+    // reward.
+    .persistent(false)
     .bind(chain_id as i64)
     .bind(token.as_slice())
     .fetch_all(pool)
@@ -324,15 +328,25 @@ pub async fn abandon(
 }
 
 /// Rewards of a token not yet on-chain: (pending, pushing, age of the oldest
-/// available pending one in seconds).
+/// available pending one in seconds). Read per campaign of the token's banks and
+/// per live batch, never by scanning the rewards table (this runs every push round).
 pub async fn outstanding(pool: &PgPool, token: Address) -> Result<(i64, i64, f64), DbError> {
     let row = sqlx::query(
-        "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-                count(*) FILTER (WHERE status = 'pushing') AS pushing,
-                COALESCE(EXTRACT(EPOCH FROM now() - min(available_at)
-                    FILTER (WHERE status = 'pending' AND available_at <= now())), 0)::float8 AS age
-         FROM rewards WHERE token = $1 AND status IN ('pending', 'pushing')",
+        "WITH pending AS (
+             SELECT r.available_at FROM product_banks b
+             JOIN campaigns c ON c.bank_id = b.id
+             JOIN rewards r ON r.campaign_id = c.id AND r.status = 'pending'
+             WHERE b.token_address = $1
+         )
+         SELECT (SELECT count(*) FROM pending) AS pending,
+                (SELECT count(*) FROM reward_batches b JOIN rewards r ON r.batch_id = b.id
+                  WHERE b.status IN ('created', 'sent') AND b.token = $1
+                    AND r.status = 'pushing') AS pushing,
+                COALESCE((SELECT EXTRACT(EPOCH FROM now() - min(available_at)) FROM pending
+                  WHERE available_at <= now()), 0)::float8 AS age",
     )
+    // Planned for this token each time, like `work`.
+    .persistent(false)
     .bind(token.as_slice())
     .fetch_one(pool)
     .await?;

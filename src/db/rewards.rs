@@ -85,16 +85,12 @@ pub async fn charge(
         budgets.entry(*campaign).or_default().1 += *amount;
     }
     if !budgets.is_empty() {
-        // Two flush lanes may charge the same campaigns: lock them in id order
-        // first, so that they wait for each other instead of deadlocking.
+        // No other flush lane writes this product's campaigns (the writer gives
+        // each product one lane), so no lock ordering is needed.
         let (ids, deltas): (Vec<i64>, Vec<String>) = budgets
             .into_iter()
             .map(|(id, (add, sub))| (id, signed_delta(add, sub)))
             .unzip();
-        sqlx::query("SELECT 1 FROM campaigns WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
         sqlx::query(
             "UPDATE campaigns c SET used_budget = c.used_budget + d.delta::numeric, updated_at = now()
              FROM UNNEST($1::bigint[], $2::text[]) AS d(id, delta) WHERE c.id = d.id",
@@ -104,9 +100,8 @@ pub async fn charge(
         .execute(&mut *conn)
         .await?;
     }
-    // One row per (campaign, wallet) — ON CONFLICT may not touch a row twice — in
-    // key order, so concurrent lanes lock them in the same order. Refunds count
-    // negatively.
+    // One row per (campaign, wallet): ON CONFLICT may not touch a row twice.
+    // Refunds count negatively.
     let mut counts: BTreeMap<(i64, Address), CounterDelta> = BTreeMap::new();
     for user in users {
         let entry = counts.entry((user.campaign_id, user.wallet)).or_default();
@@ -154,19 +149,14 @@ pub async fn charge(
         .await?;
     }
     if !losses.is_empty() {
-        // Refunds of rewards counted earlier: the rows exist; also in key order.
+        // Refunds of rewards counted earlier: the rows exist.
         let (keys, deltas): (Vec<_>, Vec<_>) = losses.into_iter().unzip();
         sqlx::query(
-            "WITH d AS (SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::int[], $4::text[]) AS d(c, w, n, a)),
-             locked AS (SELECT r.campaign_id, r.wallet FROM campaign_user_rewards r
-                        JOIN d ON r.campaign_id = d.c AND r.wallet = d.w
-                        ORDER BY r.campaign_id, r.wallet FOR UPDATE OF r)
-             UPDATE campaign_user_rewards r SET
+            "UPDATE campaign_user_rewards r SET
                 reward_count = GREATEST(r.reward_count + d.n, 0),
                 total_amount = GREATEST(r.total_amount + d.a::numeric, 0)
-             FROM d, locked l
-             WHERE r.campaign_id = d.c AND r.wallet = d.w
-               AND l.campaign_id = d.c AND l.wallet = d.w",
+             FROM UNNEST($1::bigint[], $2::bytea[], $3::int[], $4::text[]) AS d(c, w, n, a)
+             WHERE r.campaign_id = d.c AND r.wallet = d.w",
         )
         .bind(keys.iter().map(|(c, _)| *c).collect::<Vec<_>>())
         .bind(keys.iter().map(|(_, w)| w.to_vec()).collect::<Vec<_>>())
