@@ -12,6 +12,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use rewardflow::domain::ids::{parse_address, product_id_for_domain, to_hex};
 use rewardflow::domain::session_token;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Target;
@@ -327,38 +328,52 @@ fn batch(shared: &Shared, first: u64, last: u64) -> (u32, Value) {
     (wallet, json!({ "interactions": items }))
 }
 
+/// What the tool reads of an answered item (the rest, rewards included, is
+/// skipped while parsing: the generator shares the machine with the service).
+#[derive(Deserialize)]
+struct AckItem {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct AckBatch {
+    interactions: Vec<AckItem>,
+}
+
 /// Records what a 202 acknowledged; true when every interaction of it is.
 fn acknowledge(shared: &Shared, first: u64, last: u64, body: &[u8]) -> bool {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return false;
-    };
-    let mark = |item: &Value| match item["status"].as_str() {
-        Some("accepted") => 1,
-        Some("duplicate") => 2,
-        _ => 0,
-    };
-    let single = [value.clone()];
-    let items: &[Value] = if shared.args.mode == Mode::Single {
-        &single
+    let items = if shared.args.mode == Mode::Single {
+        serde_json::from_slice::<AckItem>(body).map(|item| vec![item])
     } else {
-        match value["interactions"].as_array() {
-            Some(items) => items,
-            None => return false,
-        }
+        serde_json::from_slice::<AckBatch>(body).map(|batch| batch.interactions)
+    };
+    let Ok(items) = items else {
+        return false;
     };
     let mut complete = true;
     let mut ids = Vec::with_capacity(items.len());
     for (seq, item) in (first..last).zip(items) {
-        match mark(item) {
-            0 if item["status"] == "rejected" => {
-                eprintln!("interaction {seq} rejected: {item}");
+        let mark = match item.status.as_str() {
+            "accepted" => 1,
+            "duplicate" => 2,
+            // Refused for good: reported, not retried.
+            "rejected" => {
+                eprintln!(
+                    "interaction {seq} rejected: {}",
+                    String::from_utf8_lossy(body)
+                );
+                continue;
             }
-            0 => complete = false,
-            m => {
-                shared.acked[seq as usize].store(m, Ordering::Relaxed);
-                ids.push((seq, item["id"].as_str().unwrap_or_default().to_owned()));
+            _ => {
+                complete = false;
+                continue;
             }
-        }
+        };
+        shared.acked[seq as usize].store(mark, Ordering::Relaxed);
+        ids.push((seq, item.id.unwrap_or_default()));
     }
     shared.ids.lock().expect("ids").extend(ids);
     complete

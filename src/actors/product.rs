@@ -475,13 +475,13 @@ fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome) {
             give_back(state, &refund.effects);
         }
     }
-    for row in rows {
+    for mut row in rows {
         let result = match &outcome {
             FlushOutcome::Committed { skipped, refunds } => match skipped.get(&row.id) {
                 None => ItemResult::Accepted {
                     id: row.id,
                     referral: row.referral.map(|(o, _, _)| o),
-                    rewards: row.rewards.clone(),
+                    rewards: std::mem::take(&mut row.rewards),
                     refund: refunds
                         .iter()
                         .find(|r| r.refund_id == row.id)

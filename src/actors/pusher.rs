@@ -17,7 +17,8 @@ use crate::telemetry;
 
 pub const KIND: &str = "pusher";
 
-/// Batches of one pusher in flight at once; more work waits for the next round.
+/// Batches of one pusher in flight at once; more work waits for the next round
+/// (so does work beyond the gas the chain can take, `Pushing::gas_in_flight_room`).
 const MAX_IN_FLIGHT: usize = 64;
 /// How often in-flight batches are looked at again.
 const FOLLOW_UP: Duration = Duration::from_secs(1);
@@ -133,25 +134,36 @@ async fn round(state: &mut PusherState, full: bool) -> Result<usize, PushError> 
         state.buffered = 0;
         steps.sync_campaigns().await?;
     }
-    let mut in_flight = 0;
+    let settings = &steps.settings;
+    let (mut in_flight, mut gas_in_flight) = (0, 0);
     for batch in ledger::unfinished(&steps.pool, steps.chain.chain_id, steps.token).await? {
         let progress = steps.advance(&batch).await?;
-        in_flight += settle(state, batch.bank_id, &progress);
+        if settle(state, batch.bank_id, &progress) == 1 {
+            in_flight += 1;
+            gas_in_flight += settings.budgeted_gas(batch.recipient_count.max(0) as usize);
+        }
     }
     if full {
         let now = Instant::now();
         state.backoff.retain(|_, (until, _)| *until > now);
+        let room = steps.gas_in_flight_room().await?;
+        let full_batch_gas = settings.budgeted_gas(settings.recipients_per_tx());
         'campaigns: for work in steps.work().await? {
             if state.backoff.contains_key(&work.bank_id) {
                 continue;
             }
-            while in_flight < MAX_IN_FLIGHT {
+            // One batch always goes, whatever the room (a chain with tiny blocks).
+            while in_flight < MAX_IN_FLIGHT
+                && (in_flight == 0 || gas_in_flight + full_batch_gas <= room)
+            {
                 let Some(batch) = steps.prepare(&work).await? else {
                     break;
                 };
                 let progress = steps.advance(&batch).await?;
                 let flying = settle(state, work.bank_id, &progress);
                 in_flight += flying;
+                gas_in_flight +=
+                    flying as u64 * settings.budgeted_gas(batch.recipient_count.max(0) as usize);
                 if flying == 0 && !matches!(progress, Progress::Confirmed { .. }) {
                     continue 'campaigns;
                 }

@@ -104,11 +104,22 @@ impl Chain {
             number: b.header.number,
             hash: b.header.hash,
             time: DateTime::from_timestamp(b.header.timestamp as i64, 0).unwrap_or_default(),
+            gas_limit: b.header.gas_limit,
         }))
     }
 
     pub async fn receipt(&self, tx: B256) -> Result<Option<TransactionReceipt>, ChainError> {
         self.provider.get_transaction_receipt(tx).await.map_err(rpc)
+    }
+
+    /// Whether the node knows the transaction: mined, or waiting in its pool.
+    pub async fn knows_transaction(&self, tx: B256) -> Result<bool, ChainError> {
+        Ok(self
+            .provider
+            .get_transaction_by_hash(tx)
+            .await
+            .map_err(rpc)?
+            .is_some())
     }
 
     pub async fn logs(&self, filter: &Filter) -> Result<Vec<Log>, ChainError> {
@@ -163,6 +174,7 @@ pub struct BlockRef {
     pub number: u64,
     pub hash: B256,
     pub time: DateTime<Utc>,
+    pub gas_limit: u64,
 }
 
 /// An account that sends transactions. It hands out its nonces itself, under a lock,

@@ -21,6 +21,12 @@ use crate::telemetry;
 
 /// A batch sent this long ago without a receipt is sent again (same signature).
 const RESEND_AFTER: Duration = Duration::from_secs(30);
+/// A sent transaction the node no longer knows after this long was dropped from
+/// its pool (its fee cap fell behind the base fee): it is sent again at once
+/// instead of after `RESEND_AFTER`. Younger ones may not have reached every node.
+const DROPPED_AFTER: Duration = Duration::from_secs(3);
+/// Blocks' worth of gas a pusher may have sent and not yet mined.
+const QUEUED_BLOCKS: u64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -165,6 +171,17 @@ impl Pushing {
         self.reconcile(batch, used).await
     }
 
+    /// Gas the pusher may have in flight: what the chain includes in the blocks
+    /// that confirm a batch plus `QUEUED_BLOCKS` more. A deeper queue of our own
+    /// full blocks raises the base fee past the fee cap of the last transactions
+    /// sent, and the node drops them.
+    pub async fn gas_in_flight_room(&self) -> Result<u64, PushError> {
+        let head = self.chain.head().await?;
+        let gas_limit = self.chain.block(head).await?.map_or(0, |b| b.gas_limit);
+        let blocks = self.settings.confirmations + QUEUED_BLOCKS;
+        Ok(gas_limit.saturating_mul(blocks))
+    }
+
     /// The chain's clock (latest block time) and the deadline margin.
     async fn chain_time(&self) -> Result<(chrono::DateTime<Utc>, chrono::Duration), PushError> {
         let head = self.chain.head().await?;
@@ -192,12 +209,14 @@ impl Pushing {
                     .await
             }
             Reconcile::Resend => {
-                let recently_sent = batch.status == "sent"
-                    && batch.sent_at.is_some_and(|at| {
-                        Utc::now() - at
-                            < chrono::Duration::from_std(RESEND_AFTER).unwrap_or_default()
-                    });
-                if recently_sent {
+                let sent_for = batch
+                    .sent_at
+                    .filter(|_| batch.status == "sent")
+                    .and_then(|at| (Utc::now() - at).to_std().ok());
+                if let Some(age) = sent_for
+                    && age < RESEND_AFTER
+                    && (age < DROPPED_AFTER || !self.dropped(batch).await?)
+                {
                     return Ok(Progress::InFlight);
                 }
                 // Sent long ago and still unknown to the chain: if the node dropped it,
@@ -228,6 +247,15 @@ impl Pushing {
                     Err(err) => Err(err),
                 }
             }
+        }
+    }
+
+    /// Whether the node has forgotten the batch's last transaction (no receipt,
+    /// and no longer in its pool).
+    async fn dropped(&self, batch: &BatchRow) -> Result<bool, PushError> {
+        match batch.tx_hash() {
+            Some(tx) => Ok(!self.chain.knows_transaction(tx).await?),
+            None => Ok(false),
         }
     }
 

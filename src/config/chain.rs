@@ -95,6 +95,12 @@ impl ChainSettings {
         (room / self.gas_per_recipient.max(1)).clamp(1, self.max_batch) as usize
     }
 
+    /// Gas budgeted for a transaction carrying `recipients`.
+    pub fn budgeted_gas(&self, recipients: usize) -> u64 {
+        self.gas_per_batch
+            .saturating_add(self.gas_per_recipient.saturating_mul(recipients as u64))
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("chain.push_interval_ms", self.push_interval_ms),

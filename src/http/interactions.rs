@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 
 use alloy::primitives::B256;
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
@@ -19,7 +21,7 @@ use super::auth::authenticate;
 use super::body::parse_json;
 use super::problem::{ApiError, FieldError};
 use super::{authorization, json_reply, peer_addr, request_id, respond, with_ctx};
-use crate::actors::product::{IngestItem, ItemResult, ProductMsg, RequestMeta};
+use crate::actors::product::{GrantedReward, IngestItem, ItemResult, ProductMsg, RequestMeta};
 use crate::actors::product_directory::{OpenError, ProductHandle};
 use crate::app::AppContext;
 use crate::domain::ids::to_hex;
@@ -358,42 +360,86 @@ fn log_outcome(slots: &[Slot]) {
     );
 }
 
-pub(super) fn item_json(result: &ItemResult) -> Value {
-    match result {
-        ItemResult::Accepted {
-            id,
-            referral,
-            rewards,
-            refund,
-        } => {
-            let rewards: Vec<Value> = rewards
-                .iter()
-                .map(|r| {
-                    json!({
-                        "campaign_id": r.campaign_id,
-                        "recipient": to_hex(r.recipient),
-                        "recipient_type": r.recipient_type.as_str(),
-                        "token": to_hex(r.token),
-                        "amount": r.amount.to_string(),
-                    })
-                })
-                .collect();
-            let mut value = json!({"id": id, "status": "accepted", "rewards": rewards});
-            if let Some(outcome) = referral {
-                value["referral"] = json!(outcome.as_str());
+/// One item's result as answered: serialized straight from the result, without
+/// building a JSON tree (this runs for every interaction).
+pub(super) struct ItemView<'a>(pub &'a ItemResult);
+
+impl Serialize for ItemView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        match self.0 {
+            ItemResult::Accepted {
+                id,
+                referral,
+                rewards,
+                refund,
+            } => {
+                map.serialize_entry("id", id)?;
+                map.serialize_entry("status", "accepted")?;
+                let rewards: Vec<RewardView> = rewards.iter().map(RewardView::from).collect();
+                map.serialize_entry("rewards", &rewards)?;
+                if let Some(outcome) = referral {
+                    map.serialize_entry("referral", outcome.as_str())?;
+                }
+                if let Some(refund) = refund {
+                    map.serialize_entry(
+                        "refund",
+                        &RefundView {
+                            purchase_id: refund.purchase_id,
+                            cancelled_rewards: refund.cancelled,
+                            kept_rewards: refund.kept,
+                        },
+                    )?;
+                }
             }
-            if let Some(refund) = refund {
-                value["refund"] = json!({
-                    "purchase_id": refund.purchase_id,
-                    "cancelled_rewards": refund.cancelled,
-                    "kept_rewards": refund.kept,
-                });
+            ItemResult::Duplicate { id } => {
+                map.serialize_entry("id", id)?;
+                map.serialize_entry("status", "duplicate")?;
+                map.serialize_entry("rewards", &[(); 0])?;
             }
-            value
+            ItemResult::Unavailable => map.serialize_entry("status", "unavailable")?,
         }
-        ItemResult::Duplicate { id } => json!({"id": id, "status": "duplicate", "rewards": []}),
-        ItemResult::Unavailable => json!({"status": "unavailable"}),
+        map.end()
     }
+}
+
+#[derive(Serialize)]
+struct RewardView {
+    campaign_id: i64,
+    recipient: String,
+    recipient_type: &'static str,
+    token: String,
+    amount: String,
+}
+
+impl From<&GrantedReward> for RewardView {
+    fn from(r: &GrantedReward) -> Self {
+        Self {
+            campaign_id: r.campaign_id,
+            recipient: to_hex(r.recipient),
+            recipient_type: r.recipient_type.as_str(),
+            token: to_hex(r.token),
+            amount: r.amount.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RefundView {
+    purchase_id: Option<uuid::Uuid>,
+    cancelled_rewards: u32,
+    kept_rewards: u32,
+}
+
+/// An item of a batch answer.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SlotView<'a> {
+    Result(ItemView<'a>),
+    Rejected {
+        status: &'static str,
+        errors: &'a [FieldError],
+    },
 }
 
 pub(super) fn unavailable(ctx: &AppContext) -> ApiError {
@@ -408,7 +454,7 @@ fn render(ctx: &AppContext, batch: bool, slots: Vec<Slot>) -> Response {
         let slot = slots.into_iter().next().expect("one slot");
         return match slot {
             Slot::Done(ItemResult::Unavailable) | Slot::Waiting => unavailable(ctx).into_response(),
-            Slot::Done(result) => json_reply(&item_json(&result), StatusCode::ACCEPTED),
+            Slot::Done(result) => json_reply(&ItemView(&result), StatusCode::ACCEPTED),
             Slot::Rejected {
                 errors,
                 reason: "origin",
@@ -442,15 +488,21 @@ fn render(ctx: &AppContext, batch: bool, slots: Vec<Slot>) -> Response {
             .collect();
         return ApiError::Invalid(errors).into_response();
     }
-    let items: Vec<Value> = slots
+    let items: Vec<SlotView> = slots
         .iter()
         .map(|slot| match slot {
-            Slot::Done(result) => item_json(result),
-            Slot::Waiting => item_json(&ItemResult::Unavailable),
-            Slot::Rejected { errors, .. } => json!({"status": "rejected", "errors": errors}),
+            Slot::Done(result) => SlotView::Result(ItemView(result)),
+            Slot::Waiting => SlotView::Result(ItemView(&ItemResult::Unavailable)),
+            Slot::Rejected { errors, .. } => SlotView::Rejected {
+                status: "rejected",
+                errors,
+            },
         })
         .collect();
-    let mut response = json_reply(&json!({ "interactions": items }), StatusCode::ACCEPTED);
+    let mut response = json_reply(
+        &serde_json::json!({ "interactions": items }),
+        StatusCode::ACCEPTED,
+    );
     if any_unavailable {
         response.headers_mut().insert(
             header::RETRY_AFTER,

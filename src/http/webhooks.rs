@@ -15,7 +15,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::body::parse_json;
-use super::interactions::{item_json, send_to_product, unavailable};
+use super::interactions::{ItemView, send_to_product, unavailable};
 use super::problem::{ApiError, FieldError};
 use super::{authorization, json_reply, peer_addr, request_id, respond, with_ctx};
 use crate::actors::product::{IngestItem, ItemResult, RequestMeta};
@@ -177,11 +177,11 @@ async fn handle(
         .map(|(_, result)| result);
     match result {
         Some(result @ ItemResult::Accepted { .. }) => {
-            Ok(("accepted", json_reply(&item_json(&result), StatusCode::OK)))
+            Ok(("accepted", json_reply(&ItemView(&result), StatusCode::OK)))
         }
         // A redelivery: nothing new is stored, and the shop must stop retrying.
         Some(result @ ItemResult::Duplicate { .. }) => {
-            Ok(("duplicate", json_reply(&item_json(&result), StatusCode::OK)))
+            Ok(("duplicate", json_reply(&ItemView(&result), StatusCode::OK)))
         }
         Some(ItemResult::Unavailable) | None => Err(unavailable(ctx)),
     }

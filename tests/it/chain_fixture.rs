@@ -257,6 +257,16 @@ pub async fn purchase(app: &TestApp, product: &str, who: Address, order: &str) {
     assert_eq!(status, 202, "{body}");
 }
 
+/// An anvil-specific JSON-RPC call (mining control, dropping a transaction…).
+pub async fn anvil_rpc(node: &rewardflow::chain::Chain, method: &'static str, params: Value) {
+    use alloy::providers::Provider;
+    let _: Value = node
+        .provider
+        .raw_request(method.into(), params)
+        .await
+        .unwrap();
+}
+
 /// Polls `probe` until it returns `Some`, or panics after `within`.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut probe: F) -> T
 where

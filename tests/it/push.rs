@@ -7,7 +7,7 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use rewardflow::chain::ChainContext;
 use rewardflow::chain::contracts::{MultiTokenPushPull, ProductBank};
-use rewardflow::chain::push::Pushing;
+use rewardflow::chain::push::{Progress, Pushing};
 use rewardflow::config::Settings;
 use rewardflow::db::push as ledger;
 use rewardflow::domain::push::onchain_campaign_id;
@@ -147,6 +147,30 @@ enum CrashPoint {
     Mined,
 }
 
+/// A pusher's steps for the test chain's token, played by the test itself against
+/// `app`'s database (`settings` points at the chain).
+async fn manual_pusher(
+    app: &TestApp,
+    chain: &TestChain,
+    settings: &Settings,
+    max_batch: u64,
+) -> Pushing {
+    let chain_ctx = ChainContext::connect(&settings.chain)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut chain_settings = settings.chain.clone();
+    chain_settings.max_batch = max_batch;
+    Pushing {
+        pool: app.ctx.pool.clone(),
+        chain: chain_ctx.chain.clone(),
+        distributor: chain_ctx.distributor.clone(),
+        manager: chain_ctx.manager.clone(),
+        token: chain.token,
+        settings: Arc::new(chain_settings),
+    }
+}
+
 /// Runs the steps of one batch up to `point` (as a pusher that then died would),
 /// restarts the service and checks every reward is paid exactly once.
 async fn crash_and_recover(point: CrashPoint) {
@@ -164,22 +188,8 @@ async fn crash_and_recover(point: CrashPoint) {
         purchase(&first, &product, user(100 + i), &format!("o{i}")).await;
     }
     let ctx = &first.ctx;
-    let chain_ctx = ChainContext::connect(&with_chain().chain)
-        .await
-        .unwrap()
-        .unwrap();
-    let steps = Pushing {
-        pool: ctx.pool.clone(),
-        chain: chain_ctx.chain.clone(),
-        distributor: chain_ctx.distributor.clone(),
-        manager: chain_ctx.manager.clone(),
-        token: chain.token,
-        settings: Arc::new({
-            let mut c = with_chain().chain;
-            c.max_batch = 4; // two batches: one crashed, one left pending
-            c
-        }),
-    };
+    // Batches of 4: one crashed, one left pending.
+    let steps = manual_pusher(&first, &chain, &with_chain(), 4).await;
     steps.sync_campaigns().await.unwrap();
     let work = steps.work().await.unwrap();
     assert_eq!(work.len(), 1);
@@ -415,7 +425,6 @@ async fn a_refund_after_the_push_keeps_what_was_pushed() {
 #[tokio::test]
 async fn a_dropped_transaction_does_not_stall_the_account() {
     use alloy::primitives::{Address, B256};
-    use alloy::providers::Provider;
     use rewardflow::chain::{Chain, Sender};
     use rewardflow::domain::push::{self, PushRewards, Reward};
 
@@ -442,25 +451,15 @@ async fn a_dropped_transaction_does_not_stall_the_account() {
     };
     let digest = push::signing_hash(&push::bank_domain(node.chain_id, chain.bank), &batch);
     let signature = sender.sign_digest(digest).unwrap();
-    let anvil = |method: &'static str, params: serde_json::Value| {
-        let node = node.clone();
-        async move {
-            let _: serde_json::Value = node
-                .provider
-                .raw_request(method.into(), params)
-                .await
-                .unwrap();
-        }
-    };
 
     // Sent while nothing is mined, then dropped by the node.
-    anvil("evm_setAutomine", json!([false])).await;
+    anvil_rpc(&node, "evm_setAutomine", json!([false])).await;
     let dropped = sender
         .push_rewards(chain.bank, &batch, signature.clone())
         .await
         .unwrap();
-    anvil("anvil_dropTransaction", json!([dropped])).await;
-    anvil("evm_setAutomine", json!([true])).await;
+    anvil_rpc(&node, "anvil_dropTransaction", json!([dropped])).await;
+    anvil_rpc(&node, "evm_setAutomine", json!([true])).await;
     assert!(sender.resync_nonce().await.unwrap(), "the gap is seen");
     assert!(!sender.resync_nonce().await.unwrap(), "and closed once");
 
@@ -478,4 +477,83 @@ async fn a_dropped_transaction_does_not_stall_the_account() {
         chain.pending_on_chain(Address::repeat_byte(0x55)).await,
         U256::from(10u64).pow(U256::from(18u64))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_node_dropped_is_sent_again_without_waiting() {
+    let chain = TestChain::start().await;
+    let database = fresh_database().await;
+    // No pusher in the service: the test plays its steps.
+    let app = TestApp::start(test_settings(&database)).await.unwrap();
+    let (product, _campaign) = product_and_campaign(&app, &chain, json!({})).await;
+    purchase(&app, &product, user(300), "dropped-1").await;
+    let mut settings = test_settings(&database);
+    chain.configure(&mut settings);
+    let steps = manual_pusher(&app, &chain, &settings, 100).await;
+    steps.sync_campaigns().await.unwrap();
+    let work = steps.work().await.unwrap();
+    let batch = steps.prepare(&work[0]).await.unwrap().expect("a batch");
+    let payload = steps.payload(&batch).await.unwrap();
+    let signature = steps.sign(&batch, &payload).await.unwrap();
+    anvil_rpc(&steps.chain, "evm_setAutomine", json!([false])).await;
+    let first = steps.send(&batch, &payload, signature).await.unwrap();
+    ledger::mark_sent(&app.ctx.pool, batch.id, first)
+        .await
+        .unwrap();
+    // The batch as the pusher reads it, sent a few seconds ago: past the time a
+    // fresh transaction takes to reach the node, well within the 30 s after which
+    // any silent batch is sent again.
+    let sent_a_while_ago = || async {
+        sqlx::query(
+            "UPDATE reward_batches SET sent_at = now() - interval '5 seconds' WHERE id = $1",
+        )
+        .bind(batch.id)
+        .execute(&app.ctx.pool)
+        .await
+        .unwrap();
+        ledger::unfinished(&app.ctx.pool, steps.chain.chain_id, chain.token)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|b| b.id == batch.id)
+            .expect("the batch is unfinished")
+    };
+
+    // Waiting in the node's pool: left alone.
+    let row = sent_a_while_ago().await;
+    assert!(matches!(
+        steps.advance(&row).await.unwrap(),
+        Progress::InFlight
+    ));
+    assert_eq!(sent_a_while_ago().await.tx_hash(), Some(first));
+
+    // Dropped by the node: sent again at the first look, and paid once.
+    anvil_rpc(&steps.chain, "anvil_dropTransaction", json!([first])).await;
+    anvil_rpc(&steps.chain, "evm_setAutomine", json!([true])).await;
+    let row = sent_a_while_ago().await;
+    assert!(matches!(
+        steps.advance(&row).await.unwrap(),
+        Progress::InFlight
+    ));
+    // (The same transaction again here: same nonce, payload and fees.)
+    let resent = sent_a_while_ago().await.tx_hash().expect("a transaction");
+    assert!(
+        steps.chain.knows_transaction(resent).await.unwrap(),
+        "the batch is back in the node's hands"
+    );
+    eventually(Duration::from_secs(10), "the batch confirmed", || async {
+        let row = ledger::unfinished(&app.ctx.pool, steps.chain.chain_id, chain.token)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|b| b.id == batch.id)?;
+        matches!(
+            steps.advance(&row).await.unwrap(),
+            Progress::Confirmed { .. }
+        )
+        .then_some(())
+    })
+    .await;
+    assert_exactly_once(&app, &chain).await;
+    app.stop().await.unwrap();
 }
