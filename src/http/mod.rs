@@ -19,6 +19,7 @@ mod webhooks;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,15 +176,25 @@ fn authorization() -> impl Filter<Extract = (Option<String>,), Error = Rejection
 }
 
 /// Runs a handler under the request time limit; its error becomes the response.
-async fn respond<F>(timeout: Duration, handler: F) -> Result<Response, Rejection>
+///
+/// The handler is boxed here, once: warp nests every route's future in the
+/// future of the whole route tree, which hyper and warp move several times per
+/// request, so an unboxed handler state (tens of kilobytes across all routes) was
+/// copied at each move.
+fn respond<F>(
+    timeout: Duration,
+    handler: F,
+) -> Pin<Box<dyn Future<Output = Result<Response, Rejection>> + Send>>
 where
-    F: Future<Output = Result<Response, ApiError>>,
+    F: Future<Output = Result<Response, ApiError>> + Send + 'static,
 {
-    let outcome = match tokio::time::timeout(timeout, handler).await {
-        Ok(result) => result,
-        Err(_) => Err(ApiError::Timeout(timeout.as_millis() as u64)),
-    };
-    Ok(outcome.unwrap_or_else(ApiError::into_response))
+    Box::pin(async move {
+        let outcome = match tokio::time::timeout(timeout, handler).await {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::Timeout(timeout.as_millis() as u64)),
+        };
+        Ok(outcome.unwrap_or_else(ApiError::into_response))
+    })
 }
 
 /// JSON with a status.
