@@ -431,6 +431,12 @@ struct RefundView {
     kept_rewards: u32,
 }
 
+/// A batch answer.
+#[derive(Serialize)]
+struct BatchView<'a> {
+    interactions: Vec<SlotView<'a>>,
+}
+
 /// An item of a batch answer.
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -500,7 +506,9 @@ fn render(ctx: &AppContext, batch: bool, slots: Vec<Slot>) -> Response {
         })
         .collect();
     let mut response = json_reply(
-        &serde_json::json!({ "interactions": items }),
+        &BatchView {
+            interactions: items,
+        },
         StatusCode::ACCEPTED,
     );
     if any_unavailable {
