@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::chain::push::{Progress, PushError, Pushing};
-use crate::db::push as ledger;
+use crate::db::push::{self as ledger, BatchRow};
 use crate::telemetry;
 
 pub const KIND: &str = "pusher";
@@ -135,12 +135,13 @@ async fn round(state: &mut PusherState, full: bool) -> Result<usize, PushError> 
         steps.sync_campaigns().await?;
     }
     let settings = &steps.settings;
+    let gas_of = |batch: &BatchRow| settings.budgeted_gas(batch.recipient_count.max(0) as usize);
     let (mut in_flight, mut gas_in_flight) = (0, 0);
     for batch in ledger::unfinished(&steps.pool, steps.chain.chain_id, steps.token).await? {
         let progress = steps.advance(&batch).await?;
         if settle(state, batch.bank_id, &progress) == 1 {
             in_flight += 1;
-            gas_in_flight += settings.budgeted_gas(batch.recipient_count.max(0) as usize);
+            gas_in_flight += gas_of(&batch);
         }
     }
     if full {
@@ -162,8 +163,7 @@ async fn round(state: &mut PusherState, full: bool) -> Result<usize, PushError> 
                 let progress = steps.advance(&batch).await?;
                 let flying = settle(state, work.bank_id, &progress);
                 in_flight += flying;
-                gas_in_flight +=
-                    flying as u64 * settings.budgeted_gas(batch.recipient_count.max(0) as usize);
+                gas_in_flight += flying as u64 * gas_of(&batch);
                 if flying == 0 && !matches!(progress, Progress::Confirmed { .. }) {
                     continue 'campaigns;
                 }

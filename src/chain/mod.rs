@@ -13,7 +13,7 @@ use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::client::RpcClient;
-use alloy::rpc::types::{Filter, Log, TransactionReceipt};
+use alloy::rpc::types::{BlockNumberOrTag, Filter, Log, TransactionReceipt};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::http::{Http, reqwest};
 use chrono::{DateTime, Utc};
@@ -95,11 +95,16 @@ impl Chain {
 
     /// Number, hash and time of a block; `None` if the node does not have it.
     pub async fn block(&self, number: u64) -> Result<Option<BlockRef>, ChainError> {
-        let block = self
-            .provider
-            .get_block_by_number(number.into())
-            .await
-            .map_err(rpc)?;
+        self.block_at(number.into()).await
+    }
+
+    /// The node's latest block, in one call.
+    pub async fn latest_block(&self) -> Result<Option<BlockRef>, ChainError> {
+        self.block_at(BlockNumberOrTag::Latest).await
+    }
+
+    async fn block_at(&self, at: BlockNumberOrTag) -> Result<Option<BlockRef>, ChainError> {
+        let block = self.provider.get_block_by_number(at).await.map_err(rpc)?;
         Ok(block.map(|b| BlockRef {
             number: b.header.number,
             hash: b.header.hash,

@@ -176,18 +176,16 @@ impl Pushing {
     /// full blocks raises the base fee past the fee cap of the last transactions
     /// sent, and the node drops them.
     pub async fn gas_in_flight_room(&self) -> Result<u64, PushError> {
-        let head = self.chain.head().await?;
-        let gas_limit = self.chain.block(head).await?.map_or(0, |b| b.gas_limit);
+        let gas_limit = self.chain.latest_block().await?.map_or(0, |b| b.gas_limit);
         let blocks = self.settings.confirmations + QUEUED_BLOCKS;
         Ok(gas_limit.saturating_mul(blocks))
     }
 
     /// The chain's clock (latest block time) and the deadline margin.
     async fn chain_time(&self) -> Result<(chrono::DateTime<Utc>, chrono::Duration), PushError> {
-        let head = self.chain.head().await?;
         let time = self
             .chain
-            .block(head)
+            .latest_block()
             .await?
             .map(|b| b.time)
             .unwrap_or_else(Utc::now);

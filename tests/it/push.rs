@@ -479,6 +479,15 @@ async fn a_dropped_transaction_does_not_stall_the_account() {
     );
 }
 
+/// The batch `id` as a pusher reads it, while it is unfinished.
+async fn unfinished(app: &TestApp, steps: &Pushing, id: uuid::Uuid) -> Option<ledger::BatchRow> {
+    ledger::unfinished(&app.ctx.pool, steps.chain.chain_id, steps.token)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.id == id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_the_node_dropped_is_sent_again_without_waiting() {
     let chain = TestChain::start().await;
@@ -511,11 +520,8 @@ async fn a_push_the_node_dropped_is_sent_again_without_waiting() {
         .execute(&app.ctx.pool)
         .await
         .unwrap();
-        ledger::unfinished(&app.ctx.pool, steps.chain.chain_id, chain.token)
+        unfinished(&app, &steps, batch.id)
             .await
-            .unwrap()
-            .into_iter()
-            .find(|b| b.id == batch.id)
             .expect("the batch is unfinished")
     };
 
@@ -542,11 +548,7 @@ async fn a_push_the_node_dropped_is_sent_again_without_waiting() {
         "the batch is back in the node's hands"
     );
     eventually(Duration::from_secs(10), "the batch confirmed", || async {
-        let row = ledger::unfinished(&app.ctx.pool, steps.chain.chain_id, chain.token)
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|b| b.id == batch.id)?;
+        let row = unfinished(&app, &steps, batch.id).await?;
         matches!(
             steps.advance(&row).await.unwrap(),
             Progress::Confirmed { .. }
