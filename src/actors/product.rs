@@ -6,8 +6,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256, U256};
@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::referral::ReferralMsg;
+use super::referral::{ProductEdges, ReferralMsg};
 use super::supervisor::ActorSlot;
 use super::writer::{FlushOutcome, WriteSet, WriterGate, WriterMsg};
 use crate::db::campaigns::{self, CampaignRow};
@@ -164,6 +164,9 @@ pub struct ProductState {
     /// Order ids with a stored (or being stored) refund: a purchase of one of
     /// them arriving later earns nothing.
     refunded_orders: HashSet<String>,
+    /// The product's referral edges, read for chains (the referral actor's cache
+    /// owns them).
+    edges: Weak<ProductEdges>,
     _expiry: tokio::task::JoinHandle<()>,
 }
 
@@ -218,6 +221,7 @@ impl Actor for Product {
             campaigns,
             user_counts,
             refunded_orders,
+            edges: Weak::new(),
             _expiry: expiry,
         })
     }
@@ -658,14 +662,7 @@ async fn earn(
     }
     let wallets: Vec<Address> = rewardable.iter().map(|(_, w)| *w).collect();
     let product = state.args.config.id;
-    let referral = state.args.referral.get()?;
-    let chains = ractor::call!(referral, |reply| ReferralMsg::Chains {
-        product,
-        wallets,
-        reply
-    })
-    .ok()?
-    .ok()?;
+    let chains = referral_edges(state).await?.chains(&wallets);
     for ((index, wallet), chain) in rewardable.into_iter().zip(&chains) {
         let (item, id) = (&fresh[index], &ids[index]);
         for campaign in state
@@ -733,6 +730,21 @@ async fn earn(
         }
     }
     Some(earned)
+}
+
+/// The product's referral edges: the handle held since the last call while the
+/// referral actor's cache still holds them, else asked for again.
+async fn referral_edges(state: &mut ProductState) -> Option<Arc<ProductEdges>> {
+    if let Some(edges) = state.edges.upgrade().filter(|e| e.is_current()) {
+        return Some(edges);
+    }
+    let referral = state.args.referral.get()?;
+    let product = state.args.config.id;
+    let edges = ractor::call!(referral, |reply| ReferralMsg::Edges { product, reply })
+        .ok()?
+        .ok()?;
+    state.edges = Arc::downgrade(&edges);
+    Some(edges)
 }
 
 /// Gives back what a row that was not stored charged.

@@ -4,11 +4,18 @@
 //! Registrations are decided here, one at a time (first referrer wins, no
 //! self-referral, no cycle); the edge is applied at once and forgotten again if
 //! the write that carries it fails.
+//!
+//! Product actors read their referral chains themselves, from the product's
+//! edges they hold a handle to (`Edges`): no message per interaction. The handle
+//! stays valid while the cache holds the edges; evicted edges are marked, and the
+//! holder asks for the reloaded ones.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use alloy::primitives::{Address, B256};
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use sqlx::PgPool;
@@ -24,11 +31,34 @@ pub const KIND: &str = "referral";
 #[derive(Debug, Default)]
 pub struct ProductEdges {
     edges: RwLock<HashMap<Address, Address>>,
+    /// Set when the cache drops these edges: registrations go to a reloaded copy.
+    evicted: AtomicBool,
 }
 
 impl ProductEdges {
+    fn new(edges: HashMap<Address, Address>) -> Self {
+        Self {
+            edges: RwLock::new(edges),
+            evicted: AtomicBool::new(false),
+        }
+    }
+
     pub fn referrer_of(&self, wallet: Address) -> Option<Address> {
         self.edges.read().expect("edges lock").get(&wallet).copied()
+    }
+
+    /// Each wallet's referrers, nearest first, at most five levels.
+    pub fn chains(&self, wallets: &[Address]) -> Vec<Vec<Address>> {
+        let edges = self.edges.read().expect("edges lock");
+        wallets
+            .iter()
+            .map(|w| referral::chain(*w, usize::from(MAX_DEPTH), |x| edges.get(&x).copied()))
+            .collect()
+    }
+
+    /// Whether these are still the product's edges (not evicted from the cache).
+    pub fn is_current(&self) -> bool {
+        !self.evicted.load(Ordering::Acquire)
     }
 
     fn len(&self) -> usize {
@@ -43,11 +73,10 @@ pub enum ReferralMsg {
         pairs: Vec<(Address, Address)>,
         reply: RpcReplyPort<Result<Vec<ReferralOutcome>, String>>,
     },
-    /// Each wallet's referrers, nearest first, at most five levels.
-    Chains {
+    /// The product's edges (loaded on a miss), for its actor to read chains from.
+    Edges {
         product: B256,
-        wallets: Vec<Address>,
-        reply: RpcReplyPort<Result<Vec<Vec<Address>>, String>>,
+        reply: RpcReplyPort<Result<Arc<ProductEdges>, String>>,
     },
     /// Removes edges applied by `Register` whose write failed.
     Forget {
@@ -80,12 +109,7 @@ impl Actor for Referral {
         _myself: ActorRef<Self::Msg>,
         args: ReferralArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let cache = Cache::builder()
-            .max_capacity(args.max_edges)
-            .weigher(|_: &B256, edges: &Arc<ProductEdges>| {
-                u32::try_from(edges.len() + 1).unwrap_or(u32::MAX)
-            })
-            .build();
+        let cache = edges_cache(args.max_edges);
         Ok(ReferralState {
             pool: args.pool,
             cache,
@@ -123,21 +147,9 @@ impl Actor for Referral {
                 }
                 let _ = reply.send(result);
             }
-            ReferralMsg::Chains {
-                product,
-                wallets,
-                reply,
-            } => {
-                let result = match edges_of(state, product).await {
-                    Ok(edges) => Ok(wallets
-                        .iter()
-                        .map(|w| {
-                            referral::chain(*w, usize::from(MAX_DEPTH), |x| edges.referrer_of(x))
-                        })
-                        .collect()),
-                    Err(err) => Err(err.to_string()),
-                };
-                let _ = reply.send(result);
+            ReferralMsg::Edges { product, reply } => {
+                let result = edges_of(state, product).await;
+                let _ = reply.send(result.map_err(|err| err.to_string()));
             }
             ReferralMsg::Forget { product, pairs } => {
                 if let Some(edges) = state.cache.get(&product) {
@@ -152,6 +164,24 @@ impl Actor for Referral {
         }
         Ok(())
     }
+}
+
+/// Product → edges, weighed by edge count. Edges dropped for any reason but a
+/// re-insertion of the same product are marked evicted. The listener runs on the
+/// thread that evicts: the referral actor's, inside a cache call, so no
+/// registration can reach the old edges after they are dropped.
+fn edges_cache(max_edges: u64) -> Cache<B256, Arc<ProductEdges>> {
+    Cache::builder()
+        .max_capacity(max_edges)
+        .weigher(|_: &B256, edges: &Arc<ProductEdges>| {
+            u32::try_from(edges.len() + 1).unwrap_or(u32::MAX)
+        })
+        .eviction_listener(|_, edges: Arc<ProductEdges>, cause| {
+            if cause != RemovalCause::Replaced {
+                edges.evicted.store(true, Ordering::Release);
+            }
+        })
+        .build()
 }
 
 fn register(edges: &ProductEdges, pairs: &[(Address, Address)]) -> Vec<ReferralOutcome> {
@@ -176,9 +206,53 @@ async fn edges_of(state: &ReferralState, product: B256) -> Result<Arc<ProductEdg
     }
     metrics::counter!(telemetry::REFERRAL_CACHE_LOOKUPS_TOTAL, "result" => "miss").increment(1);
     let loaded = db::interactions::referral_edges(&state.pool, product).await?;
-    let edges = Arc::new(ProductEdges {
-        edges: RwLock::new(loaded.into_iter().collect()),
-    });
+    let edges = Arc::new(ProductEdges::new(loaded.into_iter().collect()));
     state.cache.insert(product, edges.clone());
     Ok(edges)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use alloy::primitives::{Address, B256};
+
+    use super::{ProductEdges, edges_cache};
+
+    fn edges(n: u8) -> Arc<ProductEdges> {
+        Arc::new(ProductEdges::new(
+            (1..=n)
+                .map(|i| (Address::repeat_byte(i), Address::repeat_byte(i + 1)))
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn held_edges_know_when_the_cache_dropped_them() {
+        let cache = edges_cache(4);
+        let (a, b) = (B256::repeat_byte(0xa), B256::repeat_byte(0xb));
+        let held = edges(2);
+        cache.insert(a, held.clone());
+        // Re-inserted to be reweighed: still the product's edges.
+        cache.insert(a, held.clone());
+        cache.run_pending_tasks();
+        assert!(held.is_current());
+        assert_eq!(
+            held.chains(&[Address::repeat_byte(1)]),
+            vec![vec![Address::repeat_byte(2), Address::repeat_byte(3)]]
+        );
+        // A busier product needs the room: A's edges are evicted.
+        for _ in 0..20 {
+            let _ = cache.get(&b);
+        }
+        cache.insert(b, edges(2));
+        cache.run_pending_tasks();
+        assert!(cache.get(&a).is_none(), "A was evicted");
+        assert!(!held.is_current());
+        // Dropped explicitly: marked too.
+        let again = cache.get(&b).expect("B is cached");
+        cache.invalidate(&b);
+        cache.run_pending_tasks();
+        assert!(!again.is_current());
+    }
 }

@@ -15,7 +15,6 @@
 //! [`WriterGate`] before sending; when the gate is full, or the database is known
 //! to be down, the request is refused at once (503) instead of queued.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,15 +22,16 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use sqlx::PgPool;
+use sqlx::{Acquire, PgPool};
 use uuid::Uuid;
 
 use super::product::ProductMsg;
 use super::push_directory::PushDirectoryMsg;
 use super::supervisor::ActorSlot;
-use crate::db::interactions::{InteractionRow, insert_batch};
+use crate::db::flush::{self, FlushRows};
+use crate::db::interactions::InteractionRow;
 use crate::db::refunds::{self, RefundOutcome, RefundRequest};
-use crate::db::rewards::{self, RewardRow, UserReward};
+use crate::db::rewards::{RewardRow, UserReward};
 use crate::db::{self, DbError};
 use crate::domain::ids::to_hex;
 use crate::domain::refund::RefundEffects;
@@ -464,44 +464,31 @@ struct Written {
     refunds: Vec<RefundOutcome>,
 }
 
-/// One transaction: the interactions, then the rewards of those actually inserted
-/// (a row a unique index refused earned nothing), the refunds of those inserted
-/// (after the rewards: a purchase and its refund may share a flush), the budgets
-/// and the counters.
+/// Stores the batch. Without refunds that is one statement, which commits by
+/// itself (`flush::store`: one round trip). With refunds, one transaction: the
+/// rows, then the refunds of those inserted (after the rewards: a purchase and
+/// its refund may share a flush) and what they give back.
 async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
     let started = Instant::now();
     let rows = &batch.rows;
+    let stored = FlushRows {
+        interactions: rows,
+        rewards: &batch.rewards,
+        users: &batch.users,
+        exhausted: &batch.exhausted,
+    };
     let result = async {
-        let mut tx = pool.begin().await?;
-        let skipped = insert_batch(&mut tx, rows).await?;
-        let earned = |id: &Uuid| !skipped.contains_key(id);
-        let (rewards, users) = if skipped.is_empty() {
-            (Cow::Borrowed(&batch.rewards), Cow::Borrowed(&batch.users))
-        } else {
-            (
-                Cow::Owned(
-                    batch
-                        .rewards
-                        .iter()
-                        .filter(|r| earned(&r.interaction_id))
-                        .cloned()
-                        .collect(),
-                ),
-                Cow::Owned(
-                    batch
-                        .users
-                        .iter()
-                        .filter(|u| earned(&u.interaction_id))
-                        .cloned()
-                        .collect(),
-                ),
-            )
-        };
-        rewards::insert(&mut tx, &rewards).await?;
+        let mut conn = pool.acquire().await?;
+        if batch.refunds.is_empty() {
+            let skipped = flush::store(&mut conn, stored).await?;
+            return Ok::<_, DbError>((skipped, Vec::new()));
+        }
+        let mut tx = conn.begin().await?;
+        let skipped = flush::store(&mut tx, stored).await?;
         let stored_refunds: Vec<RefundRequest> = batch
             .refunds
             .iter()
-            .filter(|r| earned(&r.refund_id))
+            .filter(|r| !skipped.contains_key(&r.refund_id))
             .cloned()
             .collect();
         let refunded = refunds::cancel(&mut tx, &stored_refunds).await?;
@@ -509,10 +496,9 @@ async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
         for outcome in &refunded {
             effects.merge(&outcome.effects);
         }
-        rewards::charge(&mut tx, &rewards, &users, &batch.exhausted, &effects).await?;
-        let created = RewardsCreated::count(&rewards);
+        refunds::give_back(&mut tx, &effects).await?;
         tx.commit().await?;
-        Ok::<_, DbError>((skipped, created, refunded))
+        Ok((skipped, refunded))
     }
     .await;
     let outcome = if result.is_ok() {
@@ -524,7 +510,17 @@ async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
         .record(started.elapsed().as_secs_f64());
     metrics::histogram!(telemetry::WRITER_BATCH_ROWS).record(rows.len() as f64);
     metrics::counter!(telemetry::WRITER_FLUSHES_TOTAL, "outcome" => outcome).increment(1);
-    let (skipped, created, refunds) = result?;
+    let (skipped, refunds) = result?;
+    let created = if skipped.is_empty() {
+        RewardsCreated::count(batch.rewards.iter())
+    } else {
+        RewardsCreated::count(
+            batch
+                .rewards
+                .iter()
+                .filter(|r| !skipped.contains_key(&r.interaction_id)),
+        )
+    };
     created.publish();
     Ok(Written {
         skipped,
@@ -538,7 +534,7 @@ async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
 struct RewardsCreated(Vec<((&'static str, Address), u64)>);
 
 impl RewardsCreated {
-    fn count(rewards: &[RewardRow]) -> Self {
+    fn count<'a>(rewards: impl Iterator<Item = &'a RewardRow>) -> Self {
         let mut counts: Vec<((&'static str, Address), u64)> = Vec::new();
         for reward in rewards {
             let key = (reward.recipient_type, reward.token);

@@ -1,7 +1,8 @@
-//! interactions: the group-commit batch insert, and the reads that rebuild hot
-//! state (recent window, referral edges).
+//! interactions: the columns the writer's flush stores (`flush::store`), the
+//! holders of refused keys, and the reads that rebuild hot state (recent window,
+//! referral edges).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use alloy::primitives::{Address, B256};
@@ -34,59 +35,14 @@ pub struct InteractionRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Inserts the rows in one statement; rows refused by a unique index (an
-/// idempotency or natural key stored earlier) are skipped. Returns, for each
-/// skipped row, the id of the row that holds its key (`None` if none does: the
-/// row hit the one-referrer index instead).
-pub async fn insert_batch(
+/// For each row a unique index refused (an idempotency or natural key stored
+/// earlier), the id of the row holding its key (`None` if none does: the row hit
+/// the one-referrer index instead).
+pub(super) async fn holders(
     conn: &mut PgConnection,
-    rows: &[InteractionRow],
+    skipped: &[&InteractionRow],
 ) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
-    let mut c = Columns::with_capacity(rows.len());
-    for row in rows {
-        c.push(row);
-    }
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
-        r#"
-INSERT INTO interactions (id, product_id, wallet, type, data, referrer_wallet, dedup_key,
-    idempotency_key, session_id, device_id, profile_id, fallback_fingerprint, source,
-    source_ip, user_agent, created_at, processed_at)
-SELECT id, product_id, wallet, type, data::jsonb, referrer_wallet, dedup_key,
-    idempotency_key, session_id, device_id, profile_id, fallback_fingerprint, source,
-    source_ip::inet, user_agent, created_at, created_at
-FROM UNNEST($1::uuid[], $2::bytea[], $3::bytea[], $4::text[], $5::text[], $6::bytea[],
-    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-    $14::text[], $15::text[], $16::timestamptz[])
-    AS t(id, product_id, wallet, type, data, referrer_wallet, dedup_key, idempotency_key,
-         session_id, device_id, profile_id, fallback_fingerprint, source, source_ip,
-         user_agent, created_at)
-ON CONFLICT DO NOTHING
-RETURNING id"#,
-    )
-    .bind(c.id)
-    .bind(c.product_id)
-    .bind(c.wallet)
-    .bind(c.kind)
-    .bind(c.data)
-    .bind(c.referrer_wallet)
-    .bind(c.dedup_key)
-    .bind(c.idempotency_key)
-    .bind(c.session_id)
-    .bind(c.device_id)
-    .bind(c.profile_id)
-    .bind(c.fallback_fingerprint)
-    .bind(c.source)
-    .bind(c.source_ip)
-    .bind(c.user_agent)
-    .bind(c.created_at)
-    .fetch_all(&mut *conn)
-    .await?;
-    if inserted.len() == rows.len() {
-        return Ok(HashMap::new());
-    }
-    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-    let skipped: Vec<&InteractionRow> = rows.iter().filter(|r| !inserted.contains(&r.id)).collect();
-    let existing = existing_ids(conn, &skipped).await?;
+    let existing = existing_ids(conn, skipped).await?;
     Ok(skipped
         .iter()
         .map(|row| {
@@ -197,26 +153,34 @@ pub async fn referral_edges(
 }
 
 /// The batch, column by column, as UNNEST wants it.
-struct Columns {
-    id: Vec<Uuid>,
-    product_id: Vec<Vec<u8>>,
-    wallet: Vec<Option<Vec<u8>>>,
-    kind: Vec<&'static str>,
-    data: Vec<String>,
-    referrer_wallet: Vec<Option<Vec<u8>>>,
-    dedup_key: Vec<Option<String>>,
-    idempotency_key: Vec<Option<String>>,
-    session_id: Vec<Option<String>>,
-    device_id: Vec<Option<String>>,
-    profile_id: Vec<Option<String>>,
-    fallback_fingerprint: Vec<Option<String>>,
-    source: Vec<&'static str>,
-    source_ip: Vec<Option<String>>,
-    user_agent: Vec<Option<String>>,
-    created_at: Vec<DateTime<Utc>>,
+pub(super) struct Columns {
+    pub(super) id: Vec<Uuid>,
+    pub(super) product_id: Vec<Vec<u8>>,
+    pub(super) wallet: Vec<Option<Vec<u8>>>,
+    pub(super) kind: Vec<&'static str>,
+    pub(super) data: Vec<String>,
+    pub(super) referrer_wallet: Vec<Option<Vec<u8>>>,
+    pub(super) dedup_key: Vec<Option<String>>,
+    pub(super) idempotency_key: Vec<Option<String>>,
+    pub(super) session_id: Vec<Option<String>>,
+    pub(super) device_id: Vec<Option<String>>,
+    pub(super) profile_id: Vec<Option<String>>,
+    pub(super) fallback_fingerprint: Vec<Option<String>>,
+    pub(super) source: Vec<&'static str>,
+    pub(super) source_ip: Vec<Option<String>>,
+    pub(super) user_agent: Vec<Option<String>>,
+    pub(super) created_at: Vec<DateTime<Utc>>,
 }
 
 impl Columns {
+    pub(super) fn of(rows: &[InteractionRow]) -> Self {
+        let mut columns = Self::with_capacity(rows.len());
+        for row in rows {
+            columns.push(row);
+        }
+        columns
+    }
+
     fn with_capacity(n: usize) -> Self {
         Self {
             id: Vec::with_capacity(n),

@@ -5,6 +5,7 @@ pub mod auth_nonces;
 pub mod banks;
 pub mod campaigns;
 pub mod chain_events;
+pub mod flush;
 pub mod interactions;
 pub mod local_cluster;
 pub mod products;

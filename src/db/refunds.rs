@@ -1,7 +1,7 @@
-//! Refunds (SPEC §6), inside the writer's transaction: cancel the refunded
-//! purchase's rewards that are still pending and say what that gives back. The
-//! budgets and counters themselves are written by `rewards::record`, together
-//! with the charges of the same transaction.
+//! Refunds (SPEC §6), inside the writer's transaction, after the flush's rows
+//! are stored (a purchase and its refund may share a flush): cancel the refunded
+//! purchase's rewards that are still pending, say what that gives back, and give
+//! it back to the budgets and per-user counters.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -170,11 +170,47 @@ pub async fn refunded_orders(pool: &sqlx::PgPool, product: B256) -> Result<Vec<S
     .await?)
 }
 
-/// `add − sub` as a signed decimal.
-pub fn signed_delta(add: U256, sub: U256) -> String {
-    if add >= sub {
-        (add - sub).to_string()
-    } else {
-        format!("-{}", sub - add)
+/// Gives the cancelled rewards' budget back to their campaigns and uncounts the
+/// buyers whose rewards of a campaign were all cancelled (their counter rows
+/// exist: the purchase counted them).
+pub async fn give_back(conn: &mut PgConnection, effects: &RefundEffects) -> Result<(), DbError> {
+    if !effects.budgets.is_empty() {
+        sqlx::query(
+            "UPDATE campaigns c SET used_budget = c.used_budget - d.amount::numeric, updated_at = now()
+             FROM UNNEST($1::bigint[], $2::text[]) AS d(id, amount) WHERE c.id = d.id",
+        )
+        .bind(effects.budgets.keys().copied().collect::<Vec<_>>())
+        .bind(effects.budgets.values().map(U256::to_string).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
     }
+    if !effects.counters.is_empty() {
+        let keys: Vec<&(i64, Address)> = effects.counters.keys().collect();
+        sqlx::query(
+            "UPDATE campaign_user_rewards r SET
+                reward_count = GREATEST(r.reward_count - d.n, 0),
+                total_amount = GREATEST(r.total_amount - d.a::numeric, 0)
+             FROM UNNEST($1::bigint[], $2::bytea[], $3::int[], $4::text[]) AS d(c, w, n, a)
+             WHERE r.campaign_id = d.c AND r.wallet = d.w",
+        )
+        .bind(keys.iter().map(|(c, _)| *c).collect::<Vec<_>>())
+        .bind(keys.iter().map(|(_, w)| w.to_vec()).collect::<Vec<_>>())
+        .bind(
+            effects
+                .counters
+                .values()
+                .map(|(n, _)| *n as i32)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            effects
+                .counters
+                .values()
+                .map(|(_, a)| a.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
