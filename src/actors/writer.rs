@@ -511,16 +511,13 @@ async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
     metrics::histogram!(telemetry::WRITER_BATCH_ROWS).record(rows.len() as f64);
     metrics::counter!(telemetry::WRITER_FLUSHES_TOTAL, "outcome" => outcome).increment(1);
     let (skipped, refunds) = result?;
-    let created = if skipped.is_empty() {
-        RewardsCreated::count(batch.rewards.iter())
-    } else {
-        RewardsCreated::count(
-            batch
-                .rewards
-                .iter()
-                .filter(|r| !skipped.contains_key(&r.interaction_id)),
-        )
-    };
+    // A row a unique index refused earned nothing.
+    let created = RewardsCreated::count(
+        batch
+            .rewards
+            .iter()
+            .filter(|r| !skipped.contains_key(&r.interaction_id)),
+    );
     created.publish();
     Ok(Written {
         skipped,
