@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -32,7 +33,7 @@ pub async fn store(
     conn: &mut PgConnection,
     rows: FlushRows<'_>,
 ) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
-    let i = interactions::Columns::of(rows.interactions);
+    let i = InteractionColumns::of(rows.interactions);
     let r = RewardColumns::of(rows.rewards);
     let u = UserColumns::of(rows.users);
     // Campaign rows are charged and exhausted by one UPDATE: two CTEs of a
@@ -140,7 +141,59 @@ SELECT id FROM stored"#,
     interactions::holders(conn, &skipped).await
 }
 
-/// The rewards, column by column, as UNNEST wants them.
+/// The interactions, column by column, as UNNEST wants them.
+struct InteractionColumns {
+    id: Vec<Uuid>,
+    product_id: Vec<Vec<u8>>,
+    wallet: Vec<Option<Vec<u8>>>,
+    kind: Vec<&'static str>,
+    data: Vec<String>,
+    referrer_wallet: Vec<Option<Vec<u8>>>,
+    dedup_key: Vec<Option<String>>,
+    idempotency_key: Vec<Option<String>>,
+    session_id: Vec<Option<String>>,
+    device_id: Vec<Option<String>>,
+    profile_id: Vec<Option<String>>,
+    fallback_fingerprint: Vec<Option<String>>,
+    source: Vec<&'static str>,
+    source_ip: Vec<Option<String>>,
+    user_agent: Vec<Option<String>>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl InteractionColumns {
+    fn of(rows: &[InteractionRow]) -> Self {
+        Self {
+            id: rows.iter().map(|r| r.id).collect(),
+            product_id: rows.iter().map(|r| r.product_id.to_vec()).collect(),
+            wallet: rows.iter().map(|r| r.wallet.map(|w| w.to_vec())).collect(),
+            kind: rows.iter().map(|r| r.kind.as_str()).collect(),
+            data: rows.iter().map(|r| r.data.clone()).collect(),
+            referrer_wallet: rows
+                .iter()
+                .map(|r| r.referrer_wallet.map(|w| w.to_vec()))
+                .collect(),
+            dedup_key: rows.iter().map(|r| r.dedup_key.clone()).collect(),
+            idempotency_key: rows.iter().map(|r| r.idempotency_key.clone()).collect(),
+            session_id: rows.iter().map(|r| r.session_id.clone()).collect(),
+            device_id: rows.iter().map(|r| r.device_id.clone()).collect(),
+            profile_id: rows.iter().map(|r| r.profile_id.clone()).collect(),
+            fallback_fingerprint: rows
+                .iter()
+                .map(|r| r.fallback_fingerprint.clone())
+                .collect(),
+            source: rows.iter().map(|r| r.source).collect(),
+            source_ip: rows
+                .iter()
+                .map(|r| r.source_ip.map(|ip| ip.to_string()))
+                .collect(),
+            user_agent: rows.iter().map(|r| r.user_agent.clone()).collect(),
+            created_at: rows.iter().map(|r| r.created_at).collect(),
+        }
+    }
+}
+
+/// The rewards, column by column.
 struct RewardColumns {
     id: Vec<Uuid>,
     product_id: Vec<Vec<u8>>,
@@ -150,8 +203,8 @@ struct RewardColumns {
     token: Vec<Vec<u8>>,
     amount: Vec<String>,
     recipient_type: Vec<&'static str>,
-    available_at: Vec<chrono::DateTime<chrono::Utc>>,
-    created_at: Vec<chrono::DateTime<chrono::Utc>>,
+    available_at: Vec<DateTime<Utc>>,
+    created_at: Vec<DateTime<Utc>>,
 }
 
 impl RewardColumns {
@@ -177,7 +230,7 @@ struct UserColumns {
     wallet: Vec<Vec<u8>>,
     interaction_id: Vec<Uuid>,
     amount: Vec<String>,
-    at: Vec<chrono::DateTime<chrono::Utc>>,
+    at: Vec<DateTime<Utc>>,
 }
 
 impl UserColumns {

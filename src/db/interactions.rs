@@ -1,6 +1,6 @@
-//! interactions: the columns the writer's flush stores (`flush::store`), the
-//! holders of refused keys, and the reads that rebuild hot state (recent window,
-//! referral edges).
+//! interactions: the row the writer's flush stores (`flush::store`), the holders
+//! of refused keys, and the reads that rebuild hot state (recent window, referral
+//! edges).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -150,76 +150,4 @@ pub async fn referral_edges(
         .into_iter()
         .map(|(w, r)| (Address::from_slice(&w), Address::from_slice(&r)))
         .collect())
-}
-
-/// The batch, column by column, as UNNEST wants it.
-pub(super) struct Columns {
-    pub(super) id: Vec<Uuid>,
-    pub(super) product_id: Vec<Vec<u8>>,
-    pub(super) wallet: Vec<Option<Vec<u8>>>,
-    pub(super) kind: Vec<&'static str>,
-    pub(super) data: Vec<String>,
-    pub(super) referrer_wallet: Vec<Option<Vec<u8>>>,
-    pub(super) dedup_key: Vec<Option<String>>,
-    pub(super) idempotency_key: Vec<Option<String>>,
-    pub(super) session_id: Vec<Option<String>>,
-    pub(super) device_id: Vec<Option<String>>,
-    pub(super) profile_id: Vec<Option<String>>,
-    pub(super) fallback_fingerprint: Vec<Option<String>>,
-    pub(super) source: Vec<&'static str>,
-    pub(super) source_ip: Vec<Option<String>>,
-    pub(super) user_agent: Vec<Option<String>>,
-    pub(super) created_at: Vec<DateTime<Utc>>,
-}
-
-impl Columns {
-    pub(super) fn of(rows: &[InteractionRow]) -> Self {
-        let mut columns = Self::with_capacity(rows.len());
-        for row in rows {
-            columns.push(row);
-        }
-        columns
-    }
-
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            id: Vec::with_capacity(n),
-            product_id: Vec::with_capacity(n),
-            wallet: Vec::with_capacity(n),
-            kind: Vec::with_capacity(n),
-            data: Vec::with_capacity(n),
-            referrer_wallet: Vec::with_capacity(n),
-            dedup_key: Vec::with_capacity(n),
-            idempotency_key: Vec::with_capacity(n),
-            session_id: Vec::with_capacity(n),
-            device_id: Vec::with_capacity(n),
-            profile_id: Vec::with_capacity(n),
-            fallback_fingerprint: Vec::with_capacity(n),
-            source: Vec::with_capacity(n),
-            source_ip: Vec::with_capacity(n),
-            user_agent: Vec::with_capacity(n),
-            created_at: Vec::with_capacity(n),
-        }
-    }
-
-    fn push(&mut self, row: &InteractionRow) {
-        self.id.push(row.id);
-        self.product_id.push(row.product_id.to_vec());
-        self.wallet.push(row.wallet.map(|w| w.to_vec()));
-        self.kind.push(row.kind.as_str());
-        self.data.push(row.data.clone());
-        self.referrer_wallet
-            .push(row.referrer_wallet.map(|w| w.to_vec()));
-        self.dedup_key.push(row.dedup_key.clone());
-        self.idempotency_key.push(row.idempotency_key.clone());
-        self.session_id.push(row.session_id.clone());
-        self.device_id.push(row.device_id.clone());
-        self.profile_id.push(row.profile_id.clone());
-        self.fallback_fingerprint
-            .push(row.fallback_fingerprint.clone());
-        self.source.push(row.source);
-        self.source_ip.push(row.source_ip.map(|ip| ip.to_string()));
-        self.user_agent.push(row.user_agent.clone());
-        self.created_at.push(row.created_at);
-    }
 }
