@@ -43,10 +43,6 @@ impl ProductEdges {
         }
     }
 
-    pub fn referrer_of(&self, wallet: Address) -> Option<Address> {
-        self.edges.read().expect("edges lock").get(&wallet).copied()
-    }
-
     /// Each wallet's referrers, nearest first, at most five levels.
     pub fn chains(&self, wallets: &[Address]) -> Vec<Vec<Address>> {
         let edges = self.edges.read().expect("edges lock");
