@@ -352,13 +352,13 @@ async fn flush(
             tracing::debug!(
                 flush = number,
                 rows = batch.rows.len() - written.skipped.len(),
-                rewards = written.rewards,
+                rewards = written.created.total(),
                 requests = %request_ids(&owners),
                 "flush committed"
             );
             let skipped = written.skipped;
             let mut refunds = written.refunds;
-            notify_pushers(pushers, &batch.rewards);
+            notify_pushers(pushers, &written.created);
             let mut start = 0;
             for Owner {
                 product,
@@ -438,29 +438,22 @@ async fn flush(
 
 /// Tells the pushers how many rewards of each token were committed (a hint: a
 /// pusher holding `max_batch` of them pushes before its interval).
-fn notify_pushers(pushers: &ActorSlot<PushDirectoryMsg>, rewards: &[RewardRow]) {
-    if rewards.is_empty() {
+fn notify_pushers(pushers: &ActorSlot<PushDirectoryMsg>, created: &RewardsCreated) {
+    let counts = created.per_token();
+    if counts.is_empty() {
         return;
     }
-    let Some(directory) = pushers.get() else {
-        return;
-    };
-    let mut counts: Vec<(alloy::primitives::Address, u64)> = Vec::new();
-    for reward in rewards {
-        match counts.iter_mut().find(|(t, _)| *t == reward.token) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((reward.token, 1)),
-        }
+    if let Some(directory) = pushers.get() {
+        let _ = directory.cast(PushDirectoryMsg::Committed(counts));
     }
-    let _ = directory.cast(PushDirectoryMsg::Committed(counts));
 }
 
 /// What a committed flush stored.
 struct Written {
     /// Rows a unique index refused → the id holding their key.
     skipped: HashMap<Uuid, Option<Uuid>>,
-    /// Reward rows inserted.
-    rewards: usize,
+    /// Reward rows inserted, by recipient type and token.
+    created: RewardsCreated,
     refunds: Vec<RefundOutcome>,
 }
 
@@ -521,7 +514,7 @@ async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
     created.publish();
     Ok(Written {
         skipped,
-        rewards: created.total(),
+        created,
         refunds,
     })
 }
@@ -532,19 +525,24 @@ struct RewardsCreated(Vec<((&'static str, Address), u64)>);
 
 impl RewardsCreated {
     fn count<'a>(rewards: impl Iterator<Item = &'a RewardRow>) -> Self {
-        let mut counts: Vec<((&'static str, Address), u64)> = Vec::new();
+        let mut counts = Vec::new();
         for reward in rewards {
-            let key = (reward.recipient_type, reward.token);
-            match counts.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((key, 1)),
-            }
+            tally(&mut counts, (reward.recipient_type, reward.token), 1);
         }
         Self(counts)
     }
 
     fn total(&self) -> usize {
         self.0.iter().map(|(_, n)| *n as usize).sum()
+    }
+
+    /// The counts summed over recipient types, per token.
+    fn per_token(&self) -> Vec<(Address, u64)> {
+        let mut counts = Vec::new();
+        for ((_, token), n) in &self.0 {
+            tally(&mut counts, *token, *n);
+        }
+        counts
     }
 
     fn publish(&self) {
@@ -556,6 +554,14 @@ impl RewardsCreated {
             )
             .increment(*n);
         }
+    }
+}
+
+/// Adds `n` to `key`'s count (a linear search: a flush has few distinct keys).
+fn tally<K: PartialEq>(counts: &mut Vec<(K, u64)>, key: K, n: u64) {
+    match counts.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, sum)) => *sum += n,
+        None => counts.push((key, n)),
     }
 }
 
