@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::referral::{ProductEdges, ReferralMsg};
 use super::supervisor::ActorSlot;
-use super::writer::{FlushOutcome, WriteSet, WriterGate, WriterMsg};
-use crate::db::campaigns::{self, CampaignRow};
+use super::writer::{FlushOutcome, RecapRequest, WriteSet, WriterGate, WriterMsg};
+use crate::db::campaigns::{self, CampaignRow, Recap};
 use crate::db::interactions::{self, InteractionRow};
 use crate::db::products::ProductConfig;
 use crate::db::refunds::{self, RefundRequest};
@@ -102,6 +102,12 @@ pub enum ProductMsg {
     Flushed { tag: u64, outcome: FlushOutcome },
     /// A campaign of this product changed (API): applies to the next interaction.
     CampaignUpdated(Box<CampaignRow>),
+    /// Give an unlimited campaign a budget cap (API), in step with the writes.
+    Recap {
+        campaign_id: i64,
+        cap: U256,
+        reply: oneshot::Sender<Result<Recap, RecapError>>,
+    },
     /// Periodic: answers requests whose write never came back (writer restarted).
     ExpireStale,
     /// Fails the actor (supervision drills and tests).
@@ -252,6 +258,13 @@ impl Actor for Product {
             ProductMsg::Flushed { tag, outcome } => flushed(state, tag, outcome),
             ProductMsg::ExpireStale => expire_stale(state),
             ProductMsg::CampaignUpdated(row) => campaign_updated(state, &row).await?,
+            ProductMsg::Recap {
+                campaign_id,
+                cap,
+                reply,
+            } => {
+                let _ = reply.send(recap(state, campaign_id, cap).await);
+            }
             ProductMsg::Crash => panic!("crash requested"),
         }
         Ok(())
@@ -682,7 +695,10 @@ async fn earn(
             let Ok(payouts) = campaign.evaluate(&occurrence) else {
                 continue;
             };
-            let charged = total(&payouts);
+            // An unlimited campaign's spend is the sum of its rewards: nothing to
+            // charge (nor to give back if the row is not stored).
+            let capped = !campaign.budget_cap.is_zero();
+            let charged = if capped { total(&payouts) } else { U256::ZERO };
             campaign.used_budget += charged;
             if campaign.max_rewards_per_user.is_some() {
                 *state.user_counts.entry(counter).or_default() += 1;
@@ -704,6 +720,7 @@ async fn earn(
                     recipient_type: payout.recipient_type.as_str(),
                     available_at,
                     created_at: now,
+                    charged: capped,
                 });
                 earned.per_item[index].granted.push(GrantedReward {
                     campaign_id: campaign.id,
@@ -816,6 +833,40 @@ fn refund_requests(
         }
     }
     requests
+}
+
+/// Why a budget cap could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum RecapError {
+    #[error("the writer is restarting")]
+    WriterDown,
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+}
+
+/// Sets a budget cap on an unlimited campaign through the product's flush lane
+/// and waits for it (interactions queue meanwhile): every reward computed before
+/// is in the spend the cap starts from, every one computed after is charged.
+async fn recap(state: &mut ProductState, campaign_id: i64, cap: U256) -> Result<Recap, RecapError> {
+    let writer = state.args.writer.get().ok_or(RecapError::WriterDown)?;
+    let (reply, done) = oneshot::channel();
+    let request = RecapRequest {
+        product_id: state.args.config.id,
+        campaign_id,
+        cap,
+        reply,
+    };
+    writer
+        .cast(WriterMsg::Recap(request))
+        .map_err(|_| RecapError::WriterDown)?;
+    let recap = done.await.map_err(|_| RecapError::WriterDown)??;
+    if let Recap::Set { used } = recap
+        && let Some(campaign) = state.campaigns.iter_mut().find(|c| c.id == campaign_id)
+    {
+        campaign.budget_cap = cap;
+        campaign.used_budget = used;
+    }
+    Ok(recap)
 }
 
 /// Applies a campaign change made through the API. The in-memory budget use,

@@ -20,14 +20,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, B256, U256};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sqlx::{Acquire, PgPool};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::product::ProductMsg;
 use super::push_directory::PushDirectoryMsg;
 use super::supervisor::ActorSlot;
+use crate::db::campaigns::Recap;
 use crate::db::flush::{self, FlushRows};
 use crate::db::interactions::InteractionRow;
 use crate::db::refunds::{self, RefundOutcome, RefundRequest};
@@ -134,8 +136,18 @@ impl WriterGate {
     }
 }
 
+/// A budget cap for an unlimited campaign, set in its product's lane: after the
+/// flushes of everything its product actor sent before, before anything after.
+pub struct RecapRequest {
+    pub product_id: B256,
+    pub campaign_id: i64,
+    pub cap: U256,
+    pub reply: oneshot::Sender<Result<Recap, DbError>>,
+}
+
 pub enum WriterMsg {
     Write(WriteSet),
+    Recap(RecapRequest),
     /// A flush lane finished.
     FlushDone {
         lane: usize,
@@ -201,10 +213,15 @@ impl Actor for Writer {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // A recap still queued is dropped: its caller is told the writer stopped.
         let sets: Vec<WriteSet> = state
             .lanes
             .iter_mut()
             .flat_map(|lane| lane.buffer.drain(..))
+            .filter_map(|entry| match entry {
+                LaneEntry::Write(set) => Some(set),
+                LaneEntry::Recap(_) => None,
+            })
             .collect();
         if !sets.is_empty() {
             flush(
@@ -227,7 +244,13 @@ impl Actor for Writer {
         match message {
             WriterMsg::Write(set) => {
                 let lane = lane_of(&set.product_id, state.lanes.len());
-                state.lanes[lane].buffer.push_back(set);
+                state.lanes[lane].buffer.push_back(LaneEntry::Write(set));
+            }
+            WriterMsg::Recap(request) => {
+                let lane = lane_of(&request.product_id, state.lanes.len());
+                state.lanes[lane]
+                    .buffer
+                    .push_back(LaneEntry::Recap(request));
             }
             WriterMsg::FlushDone {
                 lane,
@@ -261,8 +284,14 @@ impl Actor for Writer {
 
 #[derive(Default)]
 struct Lane {
-    buffer: VecDeque<WriteSet>,
+    buffer: VecDeque<LaneEntry>,
     busy: bool,
+}
+
+/// What a lane does, in order.
+enum LaneEntry {
+    Write(WriteSet),
+    Recap(RecapRequest),
 }
 
 /// The lane of a product: stable for the writer's life.
@@ -275,19 +304,27 @@ fn lane_of(product: &B256, lanes: usize) -> usize {
 /// Starts a flush on every free lane that has rows buffered.
 fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
     for (index, lane) in state.lanes.iter_mut().enumerate() {
-        if lane.busy || lane.buffer.is_empty() {
+        if lane.busy {
             continue;
         }
-        let mut sets = Vec::new();
-        let mut rows = 0;
-        while let Some(set) = lane.buffer.front() {
-            if !sets.is_empty() && rows + set.rows.len() > state.args.max_batch_rows {
-                break;
+        let first = match lane.buffer.pop_front() {
+            Some(LaneEntry::Write(set)) => set,
+            Some(LaneEntry::Recap(request)) => {
+                lane.busy = true;
+                start_recap(myself, index, state.args.pool.clone(), request);
+                continue;
             }
-            rows += set.rows.len();
-            sets.push(lane.buffer.pop_front().expect("front exists"));
-        }
+            None => continue,
+        };
         lane.busy = true;
+        let mut rows = first.rows.len();
+        let mut sets = vec![first];
+        while let Some(LaneEntry::Write(set)) = lane.buffer.pop_front_if(|entry| {
+            matches!(entry, LaneEntry::Write(set) if rows + set.rows.len() <= state.args.max_batch_rows)
+        }) {
+            rows += set.rows.len();
+            sets.push(set);
+        }
         let number = state.next_flush;
         state.next_flush += 1;
         let pool = state.args.pool.clone();
@@ -302,6 +339,21 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
             });
         });
     }
+}
+
+/// Runs a recap on lane `index`, which is busy until it is done.
+fn start_recap(myself: &ActorRef<WriterMsg>, index: usize, pool: PgPool, request: RecapRequest) {
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        let result = db::campaigns::recap(&pool, request.campaign_id, request.cap).await;
+        let database_down = result.as_ref().is_err_and(DbError::is_retryable);
+        let _ = request.reply.send(result);
+        let _ = myself.cast(WriterMsg::FlushDone {
+            lane: index,
+            rows: 0,
+            database_down,
+        });
+    });
 }
 
 /// Who a write set of a batch belongs to, and how many of each kind of row it has.

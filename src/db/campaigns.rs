@@ -1,13 +1,13 @@
 //! campaigns and campaign_user_rewards. Amounts cross the boundary as decimal
 //! text (`NUMERIC(78,0)` ↔ `U256`), so nothing is rounded on the way.
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, B256, U256};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::DbError;
+use super::{DbError, parse_u256};
 use crate::domain::campaign::{CampaignRule, CampaignStatus, RewardSpec};
 use crate::domain::campaign_input::{CampaignInput, CampaignSpec, RewardInput, parse_amount};
 use crate::domain::ids::to_hex;
@@ -48,17 +48,34 @@ pub struct CampaignRow {
     pub chain_synced_at: Option<DateTime<Utc>>,
 }
 
-macro_rules! select_campaigns {
+/// The budget a campaign has used. A capped campaign's `used_budget` is charged
+/// with every flush; an unlimited one's is not kept up to date (that would be a
+/// row update per flush for a figure nothing enforces): its spend is the sum of
+/// its rewards that were not cancelled.
+macro_rules! spent {
     () => {
-        "SELECT c.id, c.external_id, c.product_id, c.bank_id, c.name, c.description, c.trigger,
+        "CASE WHEN c.budget_cap > 0 THEN c.used_budget
+              ELSE (SELECT coalesce(sum(r.amount), 0) FROM rewards r
+                    WHERE r.campaign_id = c.id AND r.status <> 'cancelled') END"
+    };
+}
+
+/// `used`: how `used_budget` is read — [`spent!`] for what the API shows, the
+/// bare column for the product actor, which needs it for capped campaigns only.
+macro_rules! select_campaigns {
+    ($used:expr) => {
+        concat!(
+            "SELECT c.id, c.external_id, c.product_id, c.bank_id, c.name, c.description, c.trigger,
                 c.requires_referral, c.reward_type, c.reward_amount::text AS reward_amount,
                 c.reward_min::text AS reward_min, c.reward_max::text AS reward_max,
                 c.reward_beta_bps, c.user_bps, c.deperdition_bps, c.max_depth,
-                c.max_rewards_per_user, c.budget_cap::text AS budget_cap,
-                c.used_budget::text AS used_budget, c.lockup_seconds, c.starts_at, c.ends_at,
+                c.max_rewards_per_user, c.budget_cap::text AS budget_cap, (",
+            $used,
+            ")::text AS used_budget, c.lockup_seconds, c.starts_at, c.ends_at,
                 c.status, c.metadata, c.created_by, c.created_at, c.updated_at, b.token_address,
                 c.chain_state, c.chain_error, c.chain_synced_at
          FROM campaigns c JOIN product_banks b ON b.id = c.bank_id "
+        )
     };
 }
 
@@ -243,6 +260,55 @@ pub async fn update_spec(
     get(pool, id).await
 }
 
+/// What setting a budget cap on an unlimited campaign did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recap {
+    /// The cap is set and `used_budget` holds the campaign's spend so far.
+    Set { used: U256 },
+    /// The campaign already spent more than the cap: nothing changed.
+    BelowSpent { used: U256 },
+    /// No such campaign, or it is deactivated.
+    Gone,
+}
+
+/// Sets the budget cap of a campaign that had none, with `used_budget` brought
+/// up to date from its rewards. Run by the writer in the campaign's product lane
+/// (`WriterMsg::Recap`), after every flush holding rewards computed while the
+/// campaign was unlimited and before any charged one, so the sum is exact. Safe
+/// to repeat: a capped campaign's `used_budget` already equals that sum.
+pub async fn recap(pool: &PgPool, id: i64, cap: U256) -> Result<Recap, DbError> {
+    let mut tx = pool.begin().await?;
+    let used: Option<String> = sqlx::query_scalar(
+        "SELECT (SELECT coalesce(sum(r.amount), 0) FROM rewards r
+                 WHERE r.campaign_id = c.id AND r.status <> 'cancelled')::text
+         FROM campaigns c WHERE c.id = $1 AND c.status <> 'deactivated' FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(used) = used else {
+        return Ok(Recap::Gone);
+    };
+    let used = parse_u256(&used);
+    if used > cap {
+        return Ok(Recap::BelowSpent { used });
+    }
+    sqlx::query(
+        "UPDATE campaigns SET budget_cap = $2::numeric, used_budget = $3::numeric,
+            updated_at = now(),
+            chain_state = CASE WHEN chain_state = 'allocated' AND budget_cap <> $2::numeric
+                THEN 'allocate' ELSE chain_state END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(cap.to_string())
+    .bind(used.to_string())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Recap::Set { used })
+}
+
 /// Moves a campaign from `from` to `to`; `None` if it was not in `from`.
 pub async fn set_status(
     pool: &PgPool,
@@ -273,22 +339,26 @@ pub async fn set_status(
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<Option<CampaignRow>, DbError> {
-    const SQL: &str = concat!(select_campaigns!(), "WHERE c.id = $1");
+    const SQL: &str = concat!(select_campaigns!(spent!()), "WHERE c.id = $1");
     Ok(sqlx::query_as(SQL).bind(id).fetch_optional(pool).await?)
 }
 
 pub async fn list(pool: &PgPool, product: B256) -> Result<Vec<CampaignRow>, DbError> {
-    const SQL: &str = concat!(select_campaigns!(), "WHERE c.product_id = $1 ORDER BY c.id");
+    const SQL: &str = concat!(
+        select_campaigns!(spent!()),
+        "WHERE c.product_id = $1 ORDER BY c.id"
+    );
     Ok(sqlx::query_as(SQL)
         .bind(product.as_slice())
         .fetch_all(pool)
         .await?)
 }
 
-/// The product's active campaigns, for its actor.
+/// The product's active campaigns, for its actor (`used_budget` as stored: only
+/// a capped campaign's is used).
 pub async fn active(pool: &PgPool, product: B256) -> Result<Vec<CampaignRow>, DbError> {
     const SQL: &str = concat!(
-        select_campaigns!(),
+        select_campaigns!("c.used_budget"),
         "WHERE c.product_id = $1 AND c.status = 'active'"
     );
     Ok(sqlx::query_as(SQL)

@@ -17,30 +17,12 @@ use super::DbError;
 use super::interactions::{self, InteractionRow};
 use super::rewards::{RewardRow, UserReward};
 
-/// The rows of one flush.
-pub struct FlushRows<'a> {
-    pub interactions: &'a [InteractionRow],
-    pub rewards: &'a [RewardRow],
-    pub users: &'a [UserReward],
-    /// Campaigns whose budget these rows exhaust.
-    pub exhausted: &'a [i64],
-}
-
-/// Stores the rows. Returns, for each interaction a unique index refused (an
-/// idempotency or natural key stored earlier), the id of the row holding its key
-/// (`None` if none does: the row hit the one-referrer index instead).
-pub async fn store(
-    conn: &mut PgConnection,
-    rows: FlushRows<'_>,
-) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
-    let i = InteractionColumns::of(rows.interactions);
-    let r = RewardColumns::of(rows.rewards);
-    let u = UserColumns::of(rows.users);
-    // Campaign rows are charged and exhausted by one UPDATE: two CTEs of a
-    // statement may not modify the same row. No other flush lane writes this
-    // product's campaigns (the writer gives each product one lane), so no lock
-    // ordering is needed.
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
+// The statement's parts. A flush whose rewards all belong to unlimited
+// campaigns charges no budget row (an unlimited campaign's spend is the sum of
+// its rewards: `db::campaigns`), and one without per-user caps counts nothing:
+// the parts they would not use are left out of the statement.
+macro_rules! stored_and_earned {
+    () => {
         r#"
 WITH stored AS (
     INSERT INTO interactions (id, product_id, wallet, type, data, referrer_wallet, dedup_key,
@@ -66,7 +48,19 @@ WITH stored AS (
         amount, recipient_type, available_at, created_at)
     WHERE r.interaction_id IN (SELECT id FROM stored)
     RETURNING campaign_id, amount
-), charged AS (
+)"#
+    };
+}
+
+// Campaign rows are charged and exhausted by one UPDATE: two CTEs of a statement
+// may not modify the same row. No other flush lane writes this product's
+// campaigns (the writer gives each product one lane), so no lock ordering is
+// needed. Only capped campaigns are charged: a campaign whose cap was set since
+// the rewards were computed was brought up to date in this lane before any
+// capped reward of it (`db::campaigns::recap`).
+macro_rules! charged {
+    () => {
+        r#", charged AS (
     UPDATE campaigns c SET
         used_budget = c.used_budget + coalesce(d.amount, 0),
         status = CASE WHEN d.exhausted AND c.status = 'active' THEN 'budget_exhausted'
@@ -78,8 +72,14 @@ WITH stored AS (
         FULL JOIN (SELECT DISTINCT id FROM UNNEST($32::bigint[]) AS x(id)) x
             ON x.id = e.campaign_id
     ) d
-    WHERE c.id = d.id
-), counted AS (
+    WHERE c.id = d.id AND c.budget_cap > 0
+)"#
+    };
+}
+
+macro_rules! counted {
+    () => {
+        r#", counted AS (
     INSERT INTO campaign_user_rewards AS r (campaign_id, wallet, reward_count, total_amount,
         first_reward_at, last_reward_at)
     SELECT u.c, u.w, count(*), sum(u.a), min(u.t), max(u.t)
@@ -92,43 +92,81 @@ WITH stored AS (
         total_amount = r.total_amount + EXCLUDED.total_amount,
         first_reward_at = COALESCE(r.first_reward_at, EXCLUDED.first_reward_at),
         last_reward_at = GREATEST(r.last_reward_at, EXCLUDED.last_reward_at)
-)
-SELECT id FROM stored"#,
-    )
-    .bind(i.id)
-    .bind(i.product_id)
-    .bind(i.wallet)
-    .bind(i.kind)
-    .bind(i.data)
-    .bind(i.referrer_wallet)
-    .bind(i.dedup_key)
-    .bind(i.idempotency_key)
-    .bind(i.session_id)
-    .bind(i.device_id)
-    .bind(i.profile_id)
-    .bind(i.fallback_fingerprint)
-    .bind(i.source)
-    .bind(i.source_ip)
-    .bind(i.user_agent)
-    .bind(i.created_at)
-    .bind(r.id)
-    .bind(r.product_id)
-    .bind(r.campaign_id)
-    .bind(r.interaction_id)
-    .bind(r.wallet)
-    .bind(r.token)
-    .bind(r.amount)
-    .bind(r.recipient_type)
-    .bind(r.available_at)
-    .bind(r.created_at)
-    .bind(u.campaign_id)
-    .bind(u.wallet)
-    .bind(u.interaction_id)
-    .bind(u.amount)
-    .bind(u.at)
-    .bind(rows.exhausted)
-    .fetch_all(&mut *conn)
-    .await?;
+)"#
+    };
+}
+
+const STORE: &str = concat!(stored_and_earned!(), "\nSELECT id FROM stored");
+const STORE_COUNTED: &str = concat!(stored_and_earned!(), counted!(), "\nSELECT id FROM stored");
+const STORE_CHARGED: &str = concat!(stored_and_earned!(), charged!(), "\nSELECT id FROM stored");
+const STORE_CHARGED_COUNTED: &str = concat!(
+    stored_and_earned!(),
+    charged!(),
+    counted!(),
+    "\nSELECT id FROM stored"
+);
+
+/// The rows of one flush.
+pub struct FlushRows<'a> {
+    pub interactions: &'a [InteractionRow],
+    pub rewards: &'a [RewardRow],
+    pub users: &'a [UserReward],
+    /// Campaigns whose budget these rows exhaust.
+    pub exhausted: &'a [i64],
+}
+
+/// Stores the rows. Returns, for each interaction a unique index refused (an
+/// idempotency or natural key stored earlier), the id of the row holding its key
+/// (`None` if none does: the row hit the one-referrer index instead).
+pub async fn store(
+    conn: &mut PgConnection,
+    rows: FlushRows<'_>,
+) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
+    let i = InteractionColumns::of(rows.interactions);
+    let r = RewardColumns::of(rows.rewards);
+    let u = UserColumns::of(rows.users);
+    let charged = rows.rewards.iter().any(|r| r.charged) || !rows.exhausted.is_empty();
+    let sql = match (charged, rows.users.is_empty()) {
+        (true, true) => STORE_CHARGED,
+        (true, false) => STORE_CHARGED_COUNTED,
+        (false, true) => STORE,
+        (false, false) => STORE_COUNTED,
+    };
+    let inserted: Vec<Uuid> = sqlx::query_scalar(sql)
+        .bind(i.id)
+        .bind(i.product_id)
+        .bind(i.wallet)
+        .bind(i.kind)
+        .bind(i.data)
+        .bind(i.referrer_wallet)
+        .bind(i.dedup_key)
+        .bind(i.idempotency_key)
+        .bind(i.session_id)
+        .bind(i.device_id)
+        .bind(i.profile_id)
+        .bind(i.fallback_fingerprint)
+        .bind(i.source)
+        .bind(i.source_ip)
+        .bind(i.user_agent)
+        .bind(i.created_at)
+        .bind(r.id)
+        .bind(r.product_id)
+        .bind(r.campaign_id)
+        .bind(r.interaction_id)
+        .bind(r.wallet)
+        .bind(r.token)
+        .bind(r.amount)
+        .bind(r.recipient_type)
+        .bind(r.available_at)
+        .bind(r.created_at)
+        .bind(u.campaign_id)
+        .bind(u.wallet)
+        .bind(u.interaction_id)
+        .bind(u.amount)
+        .bind(u.at)
+        .bind(rows.exhausted)
+        .fetch_all(&mut *conn)
+        .await?;
     if inserted.len() == rows.interactions.len() {
         return Ok(HashMap::new());
     }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{DbError, parse_u256};
 use crate::domain::interaction::{InteractionType, purchase_key};
-use crate::domain::refund::{CancelledReward, RefundEffects};
+use crate::domain::refund::{CancelledReward, Counted, RefundEffects};
 
 /// A stored `purchase.refunded` interaction to apply.
 #[derive(Debug, Clone)]
@@ -110,14 +110,17 @@ pub async fn cancel(
     .fetch_all(&mut *conn)
     .await?;
     let campaigns: Vec<i64> = cancelled.iter().map(|r| r.get("campaign_id")).collect();
-    let capped: BTreeSet<i64> = sqlx::query_scalar(
-        "SELECT id FROM campaigns WHERE id = ANY($1) AND max_rewards_per_user IS NOT NULL",
+    let limits: Vec<(i64, bool, bool)> = sqlx::query_as(
+        "SELECT id, budget_cap > 0, max_rewards_per_user IS NOT NULL FROM campaigns
+         WHERE id = ANY($1)",
     )
     .bind(&campaigns)
     .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
+    .await?;
+    let counted = Counted {
+        budget: limits.iter().filter(|l| l.1).map(|l| l.0).collect(),
+        per_user: limits.iter().filter(|l| l.2).map(|l| l.0).collect(),
+    };
 
     let outcomes: Vec<RefundOutcome> = requests
         .iter()
@@ -139,7 +142,7 @@ pub async fn cancel(
                 purchase_id: Some(purchase),
                 cancelled: rewards.len() as u32,
                 kept: mine.map(|(_, _, n)| *n as u32).sum(),
-                effects: RefundEffects::of_purchase(buyer, rewards, &kept, &capped),
+                effects: RefundEffects::of_purchase(buyer, rewards, &kept, &counted),
             }
         })
         .collect();
@@ -170,7 +173,7 @@ pub async fn refunded_orders(pool: &sqlx::PgPool, product: B256) -> Result<Vec<S
     .await?)
 }
 
-/// Gives the cancelled rewards' budget back to their campaigns and uncounts the
+/// Gives the cancelled rewards' budget back to their capped campaigns and uncounts the
 /// buyers whose rewards of a campaign were all cancelled (their counter rows
 /// exist: the purchase counted them).
 pub async fn give_back(conn: &mut PgConnection, effects: &RefundEffects) -> Result<(), DbError> {

@@ -17,6 +17,8 @@ pub struct RewardRow {
     pub recipient_type: &'static str,
     pub available_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// Its campaign has a budget cap, whose `used_budget` the flush charges.
+    pub charged: bool,
 }
 
 /// One rewarded interaction, for the acting wallet's counter in a campaign with a

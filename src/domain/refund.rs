@@ -1,6 +1,8 @@
-//! What a refund gives back (SPEC §6): the budget of the rewards it cancelled,
-//! and the buyer's per-user counter of each campaign whose rewards for the order
-//! were all cancelled (a campaign that already pushed some keeps counting it).
+//! What a refund gives back (SPEC §6): the budget of the rewards it cancelled
+//! (to campaigns with a budget cap: an unlimited campaign's spend is the sum of
+//! its rewards, which the cancellation already lowered), and the buyer's per-user
+//! counter of each campaign whose rewards for the order were all cancelled (a
+//! campaign that already pushed some keeps counting it).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +17,15 @@ pub struct CancelledReward {
     pub amount: U256,
 }
 
+/// The campaigns of a refund whose counts it must give back.
+#[derive(Debug, Clone, Default)]
+pub struct Counted {
+    /// Campaigns with a budget cap (their `used_budget` is charged).
+    pub budget: BTreeSet<i64>,
+    /// Campaigns that count rewards per user.
+    pub per_user: BTreeSet<i64>,
+}
+
 /// What one refund, or several, give back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RefundEffects {
@@ -26,23 +37,25 @@ pub struct RefundEffects {
 
 impl RefundEffects {
     /// The effects of refunding one purchase made by `buyer`. `kept`: campaigns in
-    /// which the purchase still has rewards (pushing or pushed); `capped`:
-    /// campaigns that count rewards per user.
+    /// which the purchase still has rewards (pushing or pushed).
     pub fn of_purchase(
         buyer: Option<Address>,
         cancelled: &[CancelledReward],
         kept: &BTreeSet<i64>,
-        capped: &BTreeSet<i64>,
+        counted: &Counted,
     ) -> Self {
         let mut effects = Self::default();
         for reward in cancelled {
-            *effects.budgets.entry(reward.campaign_id).or_default() += reward.amount;
+            if counted.budget.contains(&reward.campaign_id) {
+                *effects.budgets.entry(reward.campaign_id).or_default() += reward.amount;
+            }
         }
         let Some(buyer) = buyer else {
             return effects;
         };
-        for campaign in effects.budgets.keys() {
-            if kept.contains(campaign) || !capped.contains(campaign) {
+        let campaigns: BTreeSet<i64> = cancelled.iter().map(|r| r.campaign_id).collect();
+        for campaign in &campaigns {
+            if kept.contains(campaign) || !counted.per_user.contains(campaign) {
                 continue;
             }
             let amount = cancelled
@@ -66,7 +79,7 @@ impl RefundEffects {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.budgets.is_empty()
+        self.budgets.is_empty() && self.counters.is_empty()
     }
 }
 
@@ -92,7 +105,10 @@ mod tests {
             reward(3, false, 2),
         ];
         let kept = BTreeSet::from([2]);
-        let capped = BTreeSet::from([1, 2, 3]);
+        let capped = Counted {
+            budget: BTreeSet::from([1, 2, 3]),
+            per_user: BTreeSet::from([1, 2, 3]),
+        };
         let effects = RefundEffects::of_purchase(Some(buyer), &cancelled, &kept, &capped);
         assert_eq!(
             effects.budgets,
@@ -107,8 +123,20 @@ mod tests {
             ])
         );
 
-        let uncapped = RefundEffects::of_purchase(Some(buyer), &cancelled, &kept, &BTreeSet::new());
-        assert!(uncapped.counters.is_empty());
+        let uncapped =
+            RefundEffects::of_purchase(Some(buyer), &cancelled, &kept, &Counted::default());
+        assert!(uncapped.is_empty(), "unlimited campaigns get nothing back");
+        // Only campaign 3 has a budget cap; campaign 1 counts per user.
+        let mixed = Counted {
+            budget: BTreeSet::from([3]),
+            per_user: BTreeSet::from([1]),
+        };
+        let some = RefundEffects::of_purchase(Some(buyer), &cancelled, &kept, &mixed);
+        assert_eq!(some.budgets, BTreeMap::from([(3, U256::from(2))]));
+        assert_eq!(
+            some.counters,
+            BTreeMap::from([((1, buyer), (1, U256::from(5)))])
+        );
         let anonymous = RefundEffects::of_purchase(None, &cancelled, &kept, &capped);
         assert!(anonymous.counters.is_empty() && !anonymous.is_empty());
 

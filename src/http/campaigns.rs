@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, B256, U256};
 use bytes::Bytes;
 use chrono::Utc;
 use serde_json::{Map, Value, json};
+use tokio::sync::oneshot;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
@@ -18,9 +19,9 @@ use super::auth::authenticate;
 use super::body::parse_json;
 use super::problem::{ApiError, FieldError};
 use super::{authorization, json_reply, respond, with_ctx};
-use crate::actors::product::ProductMsg;
+use crate::actors::product::{ProductMsg, RecapError};
 use crate::app::AppContext;
-use crate::db::campaigns::CampaignRow;
+use crate::db::campaigns::{CampaignRow, Recap};
 use crate::db::{self, banks::BankRow};
 use crate::domain::campaign::{CampaignStatus, RewardSpec, StatusAction, split, transition};
 use crate::domain::campaign_input::{CampaignInput, CampaignSpec, apply_patch};
@@ -126,6 +127,37 @@ fn notify(ctx: &AppContext, row: &CampaignRow) {
     }
 }
 
+/// Gives an unlimited campaign a budget cap, through its product actor: the cap
+/// must take effect in step with the rewards being written (see
+/// `db::campaigns::recap`).
+async fn recap(ctx: &AppContext, product: B256, id: i64, cap: U256) -> Result<Recap, ApiError> {
+    let busy = |detail: String| ApiError::Unavailable {
+        detail,
+        retry_after_secs: 1,
+    };
+    let handle = ctx
+        .ingest
+        .open(product)
+        .await
+        .map_err(|e| busy(format!("the product is unavailable: {e}")))?;
+    let (reply, done) = oneshot::channel();
+    handle
+        .actor
+        .cast(ProductMsg::Recap {
+            campaign_id: id,
+            cap,
+            reply,
+        })
+        .map_err(|_| busy("the product is restarting; retry".into()))?;
+    match done.await {
+        Ok(Ok(recap)) => Ok(recap),
+        Ok(Err(RecapError::Db(err))) => Err(err.into()),
+        Ok(Err(RecapError::WriterDown)) | Err(_) => {
+            Err(busy("the writer is restarting; retry".into()))
+        }
+    }
+}
+
 /// Validates a campaign and finds its bank (the product's bank for its token).
 async fn checked(
     ctx: &AppContext,
@@ -213,12 +245,29 @@ async fn patch(
     let patch: Map<String, Value> = parse_json(&body)?;
     let merged = apply_patch(&row.input(), patch).map_err(|e| ApiError::invalid("body", e))?;
     let (spec, bank) = checked(&ctx, row.product(), merged).await?;
-    let used = row.rule().map(|r| r.used_budget).unwrap_or_default();
-    if !spec.budget_cap.is_zero() && spec.budget_cap < used {
-        return Err(ApiError::invalid(
-            "budget_cap",
-            format!("must be at least the budget already used ({used})"),
-        ));
+    let rule = row
+        .rule()
+        .ok_or_else(|| ApiError::Internal("unreadable campaign".into()))?;
+    if !spec.budget_cap.is_zero() {
+        let used = if rule.budget_cap.is_zero() {
+            match recap(&ctx, row.product(), id, spec.budget_cap).await? {
+                Recap::Set { .. } => None,
+                Recap::BelowSpent { used } => Some(used),
+                Recap::Gone => {
+                    return Err(ApiError::Conflict(
+                        "a deactivated campaign cannot be changed".into(),
+                    ));
+                }
+            }
+        } else {
+            (spec.budget_cap < rule.used_budget).then_some(rule.used_budget)
+        };
+        if let Some(used) = used {
+            return Err(ApiError::invalid(
+                "budget_cap",
+                format!("must be at least the budget already used ({used})"),
+            ));
+        }
     }
     let row = db::campaigns::update_spec(&ctx.pool, id, bank.id, &spec)
         .await?

@@ -141,7 +141,6 @@ impl TestApp {
         read(request.send().await.unwrap()).await
     }
 
-    /// The Prometheus text of `/metrics`.
     pub async fn patch_json(&self, path: &str, body: &Value, token: &str) -> (u16, Value) {
         let request = self
             .client
@@ -151,6 +150,7 @@ impl TestApp {
         read(request.send().await.unwrap()).await
     }
 
+    /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
         let response = self.client.get(self.url("/metrics")).send().await.unwrap();
         response.text().await.unwrap()

@@ -2,6 +2,7 @@
 
 mod administration;
 mod auth;
+mod budgets;
 mod campaigns;
 mod chain_fixture;
 mod cli;

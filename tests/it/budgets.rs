@@ -1,0 +1,162 @@
+//! Budget accounting of unlimited campaigns: their spend is the sum of their
+//! rewards (no budget row update per flush), and a cap set later starts from
+//! exactly that sum, even while interactions are being written.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::campaigns::{campaign, owner, product_with_bank, purchase, wallet};
+use crate::common::{TestApp, assert_problem};
+
+const UNIT: u128 = 1_000_000_000_000_000_000;
+
+fn units(n: u128) -> String {
+    (n * UNIT).to_string()
+}
+
+/// The campaign's `used_budget` column and the sum of its rewards not cancelled.
+async fn column_and_sum(app: &TestApp, id: i64) -> (String, String) {
+    sqlx::query_as(
+        "SELECT c.used_budget::text, (SELECT coalesce(sum(amount), 0) FROM rewards
+             WHERE campaign_id = c.id AND status <> 'cancelled')::text
+         FROM campaigns c WHERE c.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.ctx.pool)
+    .await
+    .unwrap()
+}
+
+async fn shown(app: &TestApp, id: i64) -> Value {
+    let (status, body) = app
+        .get(&format!("/v1/campaigns/{id}"), Some(&owner(app)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn an_unlimited_campaign_spends_its_rewards_and_a_later_cap_starts_from_them() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "unlimited.example").await;
+    // Every purchase pays 10 units to the (unreferred) buyer.
+    let id = campaign(&app, &product, json!({"user_bps": 10000})).await;
+    for n in 0..3 {
+        assert_eq!(
+            purchase(&app, &product, wallet(n)).await["rewards"][0]["amount"],
+            units(10)
+        );
+    }
+    assert_eq!(shown(&app, id).await["used_budget"], units(30));
+    let (status, stats) = app
+        .get(&format!("/v1/campaigns/{id}/stats"), Some(&owner(&app)))
+        .await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["budget"]["used"], units(30));
+    assert_eq!(stats["budget"]["remaining"], Value::Null);
+    // Nothing wrote the budget row: the flushes charged no unlimited campaign.
+    assert_eq!(column_and_sum(&app, id).await, ("0".into(), units(30)));
+
+    // A cap below what was paid is refused and changes nothing.
+    let path = format!("/v1/campaigns/{id}");
+    let (status, body) = app
+        .patch_json(&path, &json!({"budget_cap": units(20)}), &owner(&app))
+        .await;
+    assert_problem(status, &body, 422);
+    assert!(body.to_string().contains(&units(30)), "{body}");
+    assert_eq!(shown(&app, id).await["budget_cap"], "0");
+
+    // A cap above it starts from it: 20 units are left, two more rewards.
+    let (status, body) = app
+        .patch_json(&path, &json!({"budget_cap": units(50)}), &owner(&app))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["used_budget"], units(30));
+    assert_eq!(body["remaining_budget"], units(20));
+    let mut rewarded = 0;
+    for n in 10..13 {
+        rewarded += purchase(&app, &product, wallet(n)).await["rewards"]
+            .as_array()
+            .unwrap()
+            .len();
+    }
+    assert_eq!(rewarded, 2);
+    let body = shown(&app, id).await;
+    assert_eq!(body["status"], "budget_exhausted");
+    assert_eq!(column_and_sum(&app, id).await, (units(50), units(50)));
+
+    // Unlimited again: the spend is read from the rewards, the cap is gone.
+    let (status, body) = app
+        .patch_json(&path, &json!({"budget_cap": "0"}), &owner(&app))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["used_budget"], units(50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_set_while_rewards_are_written_counts_every_one_of_them() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "recap.example").await;
+    let id = campaign(&app, &product, json!({"user_bps": 10000})).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let underway = Arc::new(Notify::new());
+    let url = app.url("/v1/interactions");
+    let buyers: Vec<_> = (0..8u64)
+        .map(|b| {
+            let (client, url, token) =
+                (app.client.clone(), url.clone(), app.token(wallet(500 + b)));
+            let (stop, sent, underway) = (stop.clone(), sent.clone(), underway.clone());
+            let product = product.clone();
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Acquire) || n < 5 {
+                    let body = json!({"product_id": product, "type": "purchase.completed",
+                        "data": {"order_id": format!("r{b}-{n}")}});
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 202);
+                    if sent.fetch_add(1, Ordering::AcqRel) + 1 == 40 {
+                        underway.notify_one();
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    // Cap the campaign while the buyers are writing; the cap leaves room for all.
+    underway.notified().await;
+    let (status, body) = app
+        .patch_json(
+            &format!("/v1/campaigns/{id}"),
+            &json!({"budget_cap": units(1_000_000)}),
+            &owner(&app),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    stop.store(true, Ordering::Release);
+    for buyer in buyers {
+        buyer.await.unwrap();
+    }
+    let (column, sum) = column_and_sum(&app, id).await;
+    let paid: u64 =
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rewards WHERE campaign_id = $1")
+            .bind(id)
+            .fetch_one(&app.ctx.pool)
+            .await
+            .unwrap() as u64;
+    assert_eq!(paid, sent.load(Ordering::Acquire), "every purchase paid");
+    assert_eq!(
+        column, sum,
+        "the charged budget is every reward paid, before and after the cap"
+    );
+    assert_eq!(shown(&app, id).await["used_budget"], sum);
+}
