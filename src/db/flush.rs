@@ -20,10 +20,12 @@ use super::rewards::{RewardRow, UserReward};
 // The statement's parts. A flush whose rewards all belong to unlimited
 // campaigns charges no budget row (an unlimited campaign's spend is the sum of
 // its rewards: `db::campaigns`), and one without per-user caps counts nothing:
-// the parts they would not use are left out of the statement.
+// the parts they would not use are left out of the statement. The argument of
+// `stored_and_earned!` is what `earned` returns: only the charges read it.
 macro_rules! stored_and_earned {
-    () => {
-        r#"
+    ($returning:literal) => {
+        concat!(
+            r#"
 WITH stored AS (
     INSERT INTO interactions (id, product_id, wallet, type, data, referrer_wallet, dedup_key,
         idempotency_key, session_id, device_id, profile_id, fallback_fingerprint, source,
@@ -46,9 +48,10 @@ WITH stored AS (
         $22::bytea[], $23::text[]::numeric[], $24::text[], $25::timestamptz[],
         $26::timestamptz[]) AS r(id, product_id, campaign_id, interaction_id, wallet, token,
         amount, recipient_type, available_at, created_at)
-    WHERE r.interaction_id IN (SELECT id FROM stored)
-    RETURNING campaign_id, amount
-)"#
+    WHERE r.interaction_id IN (SELECT id FROM stored)"#,
+            $returning,
+            "\n)"
+        )
     };
 }
 
@@ -96,11 +99,19 @@ macro_rules! counted {
     };
 }
 
-const STORE: &str = concat!(stored_and_earned!(), "\nSELECT id FROM stored");
-const STORE_COUNTED: &str = concat!(stored_and_earned!(), counted!(), "\nSELECT id FROM stored");
-const STORE_CHARGED: &str = concat!(stored_and_earned!(), charged!(), "\nSELECT id FROM stored");
+const STORE: &str = concat!(stored_and_earned!(""), "\nSELECT id FROM stored");
+const STORE_COUNTED: &str = concat!(
+    stored_and_earned!(""),
+    counted!(),
+    "\nSELECT id FROM stored"
+);
+const STORE_CHARGED: &str = concat!(
+    stored_and_earned!("\n    RETURNING campaign_id, amount"),
+    charged!(),
+    "\nSELECT id FROM stored"
+);
 const STORE_CHARGED_COUNTED: &str = concat!(
-    stored_and_earned!(),
+    stored_and_earned!("\n    RETURNING campaign_id, amount"),
     charged!(),
     counted!(),
     "\nSELECT id FROM stored"

@@ -160,3 +160,30 @@ async fn a_cap_set_while_rewards_are_written_counts_every_one_of_them() {
     );
     assert_eq!(shown(&app, id).await["used_budget"], sum);
 }
+
+#[tokio::test]
+async fn a_refund_lowers_an_unlimited_campaigns_spend_without_touching_its_budget_row() {
+    use crate::webhooks::{configure, custom_order, deliver_signed};
+    use rewardflow::domain::webhook::Platform;
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "unlimited-refund.example").await;
+    let id = campaign(&app, &product, json!({"user_bps": 10000})).await;
+    let secret = configure(&app, &product, json!({"platform": "custom"})).await;
+    let buyer = wallet(700);
+    for (order, status) in [("U-1", "paid"), ("U-2", "paid"), ("U-1", "refunded")] {
+        let (code, body) = deliver_signed(
+            &app,
+            &product,
+            Platform::Custom,
+            &secret,
+            None,
+            &custom_order(order, status, Some(buyer)),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    // The refund cancelled U-1's reward; nothing was taken from the budget row
+    // (which an unlimited campaign does not keep, and which cannot go below 0).
+    assert_eq!(shown(&app, id).await["used_budget"], units(10));
+    assert_eq!(column_and_sum(&app, id).await, ("0".into(), units(10)));
+}
