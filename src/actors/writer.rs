@@ -301,22 +301,31 @@ fn lane_of(product: &B256, lanes: usize) -> usize {
     (u64::from_le_bytes(prefix) % lanes as u64) as usize
 }
 
-/// Starts a flush on every free lane that has rows buffered.
+/// Starts the next entry of every free lane: a flush of the write sets at its
+/// front (up to `writer_max_batch_rows`), or a recap.
 fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
     for (index, lane) in state.lanes.iter_mut().enumerate() {
         if lane.busy {
             continue;
         }
-        let first = match lane.buffer.pop_front() {
-            Some(LaneEntry::Write(set)) => set,
-            Some(LaneEntry::Recap(request)) => {
-                lane.busy = true;
-                start_recap(myself, index, state.args.pool.clone(), request);
-                continue;
-            }
-            None => continue,
+        let Some(entry) = lane.buffer.pop_front() else {
+            continue;
         };
         lane.busy = true;
+        let pool = state.args.pool.clone();
+        let first = match entry {
+            LaneEntry::Write(set) => set,
+            LaneEntry::Recap(request) => {
+                run_on_lane(myself, index, 0, async move {
+                    let result =
+                        db::campaigns::recap(&pool, request.campaign_id, request.cap).await;
+                    let database_down = result.as_ref().is_err_and(DbError::is_retryable);
+                    let _ = request.reply.send(result);
+                    database_down
+                });
+                continue;
+            }
+        };
         let mut rows = first.rows.len();
         let mut sets = vec![first];
         while let Some(LaneEntry::Write(set)) = lane.buffer.pop_front_if(|entry| {
@@ -327,30 +336,28 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
         }
         let number = state.next_flush;
         state.next_flush += 1;
-        let pool = state.args.pool.clone();
         let pushers = state.args.pushers.clone();
-        let myself = myself.clone();
-        tokio::spawn(async move {
-            let database_down = flush(&pool, &pushers, sets, number).await;
-            let _ = myself.cast(WriterMsg::FlushDone {
-                lane: index,
-                rows: rows as u64,
-                database_down,
-            });
+        run_on_lane(myself, index, rows, async move {
+            flush(&pool, &pushers, sets, number).await
         });
     }
 }
 
-/// Runs a recap on lane `index`, which is busy until it is done.
-fn start_recap(myself: &ActorRef<WriterMsg>, index: usize, pool: PgPool, request: RecapRequest) {
+/// Runs `work` for lane `index`, which stays busy until it is done; then the
+/// lane is freed and its `rows` released. `work` says whether the database
+/// looks down.
+fn run_on_lane(
+    myself: &ActorRef<WriterMsg>,
+    index: usize,
+    rows: usize,
+    work: impl Future<Output = bool> + Send + 'static,
+) {
     let myself = myself.clone();
     tokio::spawn(async move {
-        let result = db::campaigns::recap(&pool, request.campaign_id, request.cap).await;
-        let database_down = result.as_ref().is_err_and(DbError::is_retryable);
-        let _ = request.reply.send(result);
+        let database_down = work.await;
         let _ = myself.cast(WriterMsg::FlushDone {
             lane: index,
-            rows: 0,
+            rows: rows as u64,
             database_down,
         });
     });

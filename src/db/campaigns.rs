@@ -48,15 +48,24 @@ pub struct CampaignRow {
     pub chain_synced_at: Option<DateTime<Utc>>,
 }
 
+/// What campaign `c` paid: the sum of its rewards that were not cancelled.
+macro_rules! paid {
+    () => {
+        "(SELECT coalesce(sum(r.amount), 0) FROM rewards r
+          WHERE r.campaign_id = c.id AND r.status <> 'cancelled')"
+    };
+}
+
 /// The budget a campaign has used. A capped campaign's `used_budget` is charged
 /// with every flush; an unlimited one's is not kept up to date (that would be a
-/// row update per flush for a figure nothing enforces): its spend is the sum of
-/// its rewards that were not cancelled.
+/// row update per flush for a figure nothing enforces): its spend is [`paid!`].
 macro_rules! spent {
     () => {
-        "CASE WHEN c.budget_cap > 0 THEN c.used_budget
-              ELSE (SELECT coalesce(sum(r.amount), 0) FROM rewards r
-                    WHERE r.campaign_id = c.id AND r.status <> 'cancelled') END"
+        concat!(
+            "CASE WHEN c.budget_cap > 0 THEN c.used_budget ELSE ",
+            paid!(),
+            " END"
+        )
     };
 }
 
@@ -278,11 +287,11 @@ pub enum Recap {
 /// to repeat: a capped campaign's `used_budget` already equals that sum.
 pub async fn recap(pool: &PgPool, id: i64, cap: U256) -> Result<Recap, DbError> {
     let mut tx = pool.begin().await?;
-    let used: Option<String> = sqlx::query_scalar(
-        "SELECT (SELECT coalesce(sum(r.amount), 0) FROM rewards r
-                 WHERE r.campaign_id = c.id AND r.status <> 'cancelled')::text
-         FROM campaigns c WHERE c.id = $1 AND c.status <> 'deactivated' FOR UPDATE",
-    )
+    let used: Option<String> = sqlx::query_scalar(concat!(
+        "SELECT ",
+        paid!(),
+        "::text FROM campaigns c WHERE c.id = $1 AND c.status <> 'deactivated' FOR UPDATE"
+    ))
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
