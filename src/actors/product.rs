@@ -684,12 +684,17 @@ async fn earn(
             .filter(|c| c.trigger == item.interaction.kind)
         {
             let counter = (campaign.id, wallet);
+            // Counted only for campaigns with a per-user cap.
+            let user_rewards = match campaign.max_rewards_per_user {
+                Some(_) => state.user_counts.get(&counter).copied().unwrap_or(0),
+                None => 0,
+            };
             let occurrence = Occurrence {
                 interaction_id: *id,
                 kind: item.interaction.kind,
                 wallet,
                 chain,
-                user_rewards: state.user_counts.get(&counter).copied().unwrap_or(0),
+                user_rewards,
                 now,
             };
             let Ok(payouts) = campaign.evaluate(&occurrence) else {

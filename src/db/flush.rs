@@ -191,13 +191,13 @@ pub async fn store(
 }
 
 /// The interactions, column by column, as UNNEST wants them.
-struct InteractionColumns {
+struct InteractionColumns<'a> {
     id: Vec<Uuid>,
-    product_id: Vec<Vec<u8>>,
-    wallet: Vec<Option<Vec<u8>>>,
+    product_id: Vec<&'a [u8]>,
+    wallet: Vec<Option<&'a [u8]>>,
     kind: Vec<&'static str>,
     data: Vec<String>,
-    referrer_wallet: Vec<Option<Vec<u8>>>,
+    referrer_wallet: Vec<Option<&'a [u8]>>,
     dedup_key: Vec<Option<String>>,
     idempotency_key: Vec<Option<String>>,
     session_id: Vec<Option<String>>,
@@ -210,17 +210,20 @@ struct InteractionColumns {
     created_at: Vec<DateTime<Utc>>,
 }
 
-impl InteractionColumns {
-    fn of(rows: &[InteractionRow]) -> Self {
+impl<'a> InteractionColumns<'a> {
+    fn of(rows: &'a [InteractionRow]) -> Self {
         Self {
             id: rows.iter().map(|r| r.id).collect(),
-            product_id: rows.iter().map(|r| r.product_id.to_vec()).collect(),
-            wallet: rows.iter().map(|r| r.wallet.map(|w| w.to_vec())).collect(),
+            product_id: rows.iter().map(|r| r.product_id.as_slice()).collect(),
+            wallet: rows
+                .iter()
+                .map(|r| r.wallet.as_ref().map(|w| w.as_slice()))
+                .collect(),
             kind: rows.iter().map(|r| r.kind.as_str()).collect(),
             data: rows.iter().map(|r| r.data.clone()).collect(),
             referrer_wallet: rows
                 .iter()
-                .map(|r| r.referrer_wallet.map(|w| w.to_vec()))
+                .map(|r| r.referrer_wallet.as_ref().map(|w| w.as_slice()))
                 .collect(),
             dedup_key: rows.iter().map(|r| r.dedup_key.clone()).collect(),
             idempotency_key: rows.iter().map(|r| r.idempotency_key.clone()).collect(),
@@ -243,28 +246,28 @@ impl InteractionColumns {
 }
 
 /// The rewards, column by column.
-struct RewardColumns {
+struct RewardColumns<'a> {
     id: Vec<Uuid>,
-    product_id: Vec<Vec<u8>>,
+    product_id: Vec<&'a [u8]>,
     campaign_id: Vec<i64>,
     interaction_id: Vec<Uuid>,
-    wallet: Vec<Vec<u8>>,
-    token: Vec<Vec<u8>>,
+    wallet: Vec<&'a [u8]>,
+    token: Vec<&'a [u8]>,
     amount: Vec<String>,
     recipient_type: Vec<&'static str>,
     available_at: Vec<DateTime<Utc>>,
     created_at: Vec<DateTime<Utc>>,
 }
 
-impl RewardColumns {
-    fn of(rewards: &[RewardRow]) -> Self {
+impl<'a> RewardColumns<'a> {
+    fn of(rewards: &'a [RewardRow]) -> Self {
         Self {
             id: rewards.iter().map(|r| r.id).collect(),
-            product_id: rewards.iter().map(|r| r.product_id.to_vec()).collect(),
+            product_id: rewards.iter().map(|r| r.product_id.as_slice()).collect(),
             campaign_id: rewards.iter().map(|r| r.campaign_id).collect(),
             interaction_id: rewards.iter().map(|r| r.interaction_id).collect(),
-            wallet: rewards.iter().map(|r| r.wallet.to_vec()).collect(),
-            token: rewards.iter().map(|r| r.token.to_vec()).collect(),
+            wallet: rewards.iter().map(|r| r.wallet.as_slice()).collect(),
+            token: rewards.iter().map(|r| r.token.as_slice()).collect(),
             amount: rewards.iter().map(|r| r.amount.to_string()).collect(),
             recipient_type: rewards.iter().map(|r| r.recipient_type).collect(),
             available_at: rewards.iter().map(|r| r.available_at).collect(),
@@ -274,19 +277,19 @@ impl RewardColumns {
 }
 
 /// The acting users' rewards, column by column.
-struct UserColumns {
+struct UserColumns<'a> {
     campaign_id: Vec<i64>,
-    wallet: Vec<Vec<u8>>,
+    wallet: Vec<&'a [u8]>,
     interaction_id: Vec<Uuid>,
     amount: Vec<String>,
     at: Vec<DateTime<Utc>>,
 }
 
-impl UserColumns {
-    fn of(users: &[UserReward]) -> Self {
+impl<'a> UserColumns<'a> {
+    fn of(users: &'a [UserReward]) -> Self {
         Self {
             campaign_id: users.iter().map(|u| u.campaign_id).collect(),
-            wallet: users.iter().map(|u| u.wallet.to_vec()).collect(),
+            wallet: users.iter().map(|u| u.wallet.as_slice()).collect(),
             interaction_id: users.iter().map(|u| u.interaction_id).collect(),
             amount: users.iter().map(|u| u.amount.to_string()).collect(),
             at: users.iter().map(|u| u.at).collect(),

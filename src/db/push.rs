@@ -136,6 +136,8 @@ pub async fn unfinished(
 /// Step 1 of SPEC §7, in one transaction: takes the available pending rewards of up
 /// to `max_recipients` wallets of the campaign, writes the batch row (fresh nonce,
 /// deadline) and marks the rewards `pushing` with it. `None` when nothing is left.
+/// Rewards are locked in primary-key order (interaction, campaign, level), the
+/// order refunds lock them in (`db::refunds`).
 pub async fn create_batch(
     pool: &PgPool,
     work: &PushWork,
@@ -146,24 +148,27 @@ pub async fn create_batch(
 ) -> Result<Option<BatchRow>, DbError> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
-        "SELECT r.id, r.wallet, r.amount::text AS amount FROM rewards r
+        "SELECT r.interaction_id, r.recipient_type, r.wallet, r.amount::text AS amount
+         FROM rewards r
          WHERE r.campaign_id = $1 AND r.status = 'pending' AND r.available_at <= now()
            AND r.wallet IN (
                SELECT DISTINCT wallet FROM rewards
                WHERE campaign_id = $1 AND status = 'pending' AND available_at <= now()
                ORDER BY wallet LIMIT $2)
-         ORDER BY r.id
+         ORDER BY r.interaction_id, r.recipient_type
          FOR UPDATE",
     )
     .bind(work.campaign_id)
     .bind(max_recipients as i64)
     .fetch_all(&mut *tx)
     .await?;
-    let mut ids = Vec::with_capacity(rows.len());
+    let mut interactions = Vec::with_capacity(rows.len());
+    let mut levels = Vec::with_capacity(rows.len());
     let mut amounts = Vec::with_capacity(rows.len());
     for row in &rows {
         // The lock may have waited for a refund that cancelled the row.
-        ids.push(row.get::<Uuid, _>("id"));
+        interactions.push(row.get::<Uuid, _>("interaction_id"));
+        levels.push(row.get::<&str, _>("recipient_type"));
         amounts.push((
             Address::from_slice(row.get::<&[u8], _>("wallet")),
             parse_u256(row.get::<&str, _>("amount")),
@@ -194,11 +199,15 @@ pub async fn create_batch(
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "UPDATE rewards SET status = 'pushing', batch_id = $1, status_reason = NULL
-         WHERE id = ANY($2) AND status = 'pending'",
+        "UPDATE rewards r SET status = 'pushing', batch_id = $1, status_reason = NULL
+         FROM UNNEST($3::uuid[], $4::text[]) AS k(interaction_id, recipient_type)
+         WHERE r.interaction_id = k.interaction_id AND r.campaign_id = $2
+           AND r.recipient_type = k.recipient_type AND r.status = 'pending'",
     )
     .bind(id)
-    .bind(&ids)
+    .bind(work.campaign_id)
+    .bind(&interactions)
+    .bind(&levels)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

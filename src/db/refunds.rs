@@ -73,16 +73,19 @@ pub async fn cancel(
         .collect();
     let purchase_ids: Vec<Uuid> = purchases.iter().map(|(_, p, _)| *p).collect();
 
+    // Locked in primary-key order, the order pushers lock them in (`db::push`).
     let cancelled = sqlx::query(
         "WITH target AS (
-             SELECT w.id, p.refund_id FROM rewards w
+             SELECT w.interaction_id, w.campaign_id, w.recipient_type, p.refund_id FROM rewards w
              JOIN UNNEST($1::uuid[], $2::uuid[]) AS p(purchase, refund_id) ON w.interaction_id = p.purchase
              WHERE w.status = 'pending'
-             ORDER BY w.id
+             ORDER BY w.interaction_id, w.campaign_id, w.recipient_type
              FOR UPDATE OF w)
          UPDATE rewards w SET status = 'cancelled', cancelled_at = now(),
              cancel_reason = 'order refunded (interaction ' || t.refund_id || ')'
-         FROM target t WHERE w.id = t.id
+         FROM target t
+         WHERE w.interaction_id = t.interaction_id AND w.campaign_id = t.campaign_id
+           AND w.recipient_type = t.recipient_type
          RETURNING w.interaction_id, w.campaign_id, w.recipient_type, w.amount::text AS amount",
     )
     .bind(&purchase_ids)

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use alloy::primitives::B256;
+use alloy::primitives::{Address, B256, U256};
 use bytes::Bytes;
 use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
+use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use warp::http::{HeaderValue, StatusCode, header};
@@ -24,7 +24,6 @@ use super::{authorization, json_reply, peer_addr, request_id, respond, with_ctx}
 use crate::actors::product::{GrantedReward, IngestItem, ItemResult, ProductMsg, RequestMeta};
 use crate::actors::product_directory::{OpenError, ProductHandle};
 use crate::app::AppContext;
-use crate::domain::ids::to_hex;
 use crate::domain::interaction::{Interaction, InteractionInput, MAX_BATCH};
 use crate::domain::product::origin_allowed;
 use crate::telemetry;
@@ -376,8 +375,7 @@ impl Serialize for ItemView<'_> {
             } => {
                 map.serialize_entry("id", id)?;
                 map.serialize_entry("status", "accepted")?;
-                let rewards: Vec<RewardView> = rewards.iter().map(RewardView::from).collect();
-                map.serialize_entry("rewards", &rewards)?;
+                map.serialize_entry("rewards", &RewardsView(rewards))?;
                 if let Some(outcome) = referral {
                     map.serialize_entry("referral", outcome.as_str())?;
                 }
@@ -403,24 +401,88 @@ impl Serialize for ItemView<'_> {
     }
 }
 
-#[derive(Serialize)]
-struct RewardView {
-    campaign_id: i64,
-    recipient: String,
-    recipient_type: &'static str,
-    token: String,
-    amount: String,
+/// An interaction's rewards as answered, each serialized from the granted reward
+/// itself: addresses and amounts are written through stack buffers, not strings.
+struct RewardsView<'a>(&'a [GrantedReward]);
+
+impl Serialize for RewardsView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(RewardView))
+    }
 }
 
-impl From<&GrantedReward> for RewardView {
-    fn from(r: &GrantedReward) -> Self {
+struct RewardView<'a>(&'a GrantedReward);
+
+impl Serialize for RewardView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let reward = self.0;
+        let mut map = serializer.serialize_struct("Reward", 5)?;
+        map.serialize_field("campaign_id", &reward.campaign_id)?;
+        map.serialize_field("recipient", &AddressView(reward.recipient))?;
+        map.serialize_field("recipient_type", reward.recipient_type.as_str())?;
+        map.serialize_field("token", &AddressView(reward.token))?;
+        map.serialize_field("amount", &DecimalView(reward.amount))?;
+        map.end()
+    }
+}
+
+/// `0x` and the lowercase hex of an address (as `domain::ids::to_hex` writes it).
+struct AddressView(Address);
+
+impl Serialize for AddressView {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buffer = [0u8; 2 + 2 * 20];
+        buffer[..2].copy_from_slice(b"0x");
+        hex::encode_to_slice(self.0, &mut buffer[2..]).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(std::str::from_utf8(&buffer).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+/// A token amount in decimal, as a string (JSON numbers cannot hold 256 bits).
+struct DecimalView(U256);
+
+impl Serialize for DecimalView {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // U256::MAX has 78 decimal digits.
+        let mut buffer = StackString::<78>::default();
+        std::fmt::Write::write_fmt(&mut buffer, format_args!("{}", self.0))
+            .map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(buffer.as_str())
+    }
+}
+
+/// A fixed-capacity string on the stack for `fmt::Write`; writing past its
+/// capacity is an error.
+struct StackString<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for StackString<N> {
+    fn default() -> Self {
         Self {
-            campaign_id: r.campaign_id,
-            recipient: to_hex(r.recipient),
-            recipient_type: r.recipient_type.as_str(),
-            token: to_hex(r.token),
-            amount: r.amount.to_string(),
+            bytes: [0; N],
+            len: 0,
         }
+    }
+}
+
+impl<const N: usize> StackString<N> {
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever copied in.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> std::fmt::Write for StackString<N> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -518,4 +580,42 @@ fn render(ctx: &AppContext, batch: bool, slots: Vec<Slot>) -> Response {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::{Address, U256};
+    use uuid::Uuid;
+
+    use super::ItemView;
+    use crate::actors::product::{GrantedReward, ItemResult};
+    use crate::domain::campaign::RecipientType;
+    use crate::domain::ids::to_hex;
+
+    #[test]
+    fn rewards_are_answered_as_strings_of_hex_and_decimal() {
+        let (recipient, token) = (Address::repeat_byte(0xab), Address::repeat_byte(0x07));
+        let rewards = [U256::MAX, U256::from(1u8)].map(|amount| GrantedReward {
+            campaign_id: 42,
+            recipient,
+            recipient_type: RecipientType::Referrer(2),
+            token,
+            amount,
+        });
+        let result = ItemResult::Accepted {
+            id: Uuid::nil(),
+            referral: None,
+            rewards: rewards.to_vec(),
+            refund: None,
+        };
+        let answer = serde_json::to_value(ItemView(&result)).unwrap();
+        let shown = &answer["rewards"];
+        for (i, reward) in rewards.iter().enumerate() {
+            assert_eq!(shown[i]["campaign_id"], 42);
+            assert_eq!(shown[i]["recipient"], to_hex(recipient));
+            assert_eq!(shown[i]["recipient_type"], "referrer_l2");
+            assert_eq!(shown[i]["token"], to_hex(token));
+            assert_eq!(shown[i]["amount"], reward.amount.to_string());
+        }
+    }
 }
