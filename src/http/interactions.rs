@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{B256, U256};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeStruct, Serializer};
@@ -402,7 +402,8 @@ impl Serialize for ItemView<'_> {
 }
 
 /// An interaction's rewards as answered, each serialized from the granted reward
-/// itself: addresses and amounts are written through stack buffers, not strings.
+/// itself, without intermediate strings: addresses as `Address` serializes them
+/// (`0x` and lowercase hex, from a stack buffer), amounts through one too.
 struct RewardsView<'a>(&'a [GrantedReward]);
 
 impl Serialize for RewardsView<'_> {
@@ -418,23 +419,11 @@ impl Serialize for RewardView<'_> {
         let reward = self.0;
         let mut map = serializer.serialize_struct("Reward", 5)?;
         map.serialize_field("campaign_id", &reward.campaign_id)?;
-        map.serialize_field("recipient", &AddressView(reward.recipient))?;
+        map.serialize_field("recipient", &reward.recipient)?;
         map.serialize_field("recipient_type", reward.recipient_type.as_str())?;
-        map.serialize_field("token", &AddressView(reward.token))?;
+        map.serialize_field("token", &reward.token)?;
         map.serialize_field("amount", &DecimalView(reward.amount))?;
         map.end()
-    }
-}
-
-/// `0x` and the lowercase hex of an address (as `domain::ids::to_hex` writes it).
-struct AddressView(Address);
-
-impl Serialize for AddressView {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut buffer = [0u8; 2 + 2 * 20];
-        buffer[..2].copy_from_slice(b"0x");
-        hex::encode_to_slice(self.0, &mut buffer[2..]).map_err(serde::ser::Error::custom)?;
-        serializer.serialize_str(std::str::from_utf8(&buffer).map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -443,38 +432,25 @@ struct DecimalView(U256);
 
 impl Serialize for DecimalView {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // U256::MAX has 78 decimal digits.
-        let mut buffer = StackString::<78>::default();
-        std::fmt::Write::write_fmt(&mut buffer, format_args!("{}", self.0))
+        let mut digits = Digits {
+            bytes: [0; 78],
+            len: 0,
+        };
+        std::fmt::Write::write_fmt(&mut digits, format_args!("{}", self.0))
             .map_err(serde::ser::Error::custom)?;
-        serializer.serialize_str(buffer.as_str())
+        let text =
+            std::str::from_utf8(&digits.bytes[..digits.len]).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(text)
     }
 }
 
-/// A fixed-capacity string on the stack for `fmt::Write`; writing past its
-/// capacity is an error.
-struct StackString<const N: usize> {
-    bytes: [u8; N],
+/// The decimal digits of a U256 (at most 78), written on the stack.
+struct Digits {
+    bytes: [u8; 78],
     len: usize,
 }
 
-impl<const N: usize> Default for StackString<N> {
-    fn default() -> Self {
-        Self {
-            bytes: [0; N],
-            len: 0,
-        }
-    }
-}
-
-impl<const N: usize> StackString<N> {
-    fn as_str(&self) -> &str {
-        // Only whole `&str`s are ever copied in.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
-    }
-}
-
-impl<const N: usize> std::fmt::Write for StackString<N> {
+impl std::fmt::Write for Digits {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         let end = self.len + s.len();
         self.bytes
