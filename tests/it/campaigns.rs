@@ -285,6 +285,71 @@ async fn a_capped_budget_is_never_overspent_under_concurrency() {
 }
 
 #[tokio::test]
+async fn a_row_the_database_refuses_earns_nothing() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "refused.example").await;
+    let cap = "50000000000000000000";
+    let id = campaign(
+        &app,
+        &product,
+        json!({"user_bps": 10000, "budget_cap": cap, "max_rewards_per_user": 3}),
+    )
+    .await;
+    // An interaction holding the idempotency key, stored behind the product
+    // actor's back: its memory does not know the key, the unique index does.
+    let holder = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO interactions (id, product_id, wallet, type, idempotency_key, source)
+         VALUES ($1, decode($2, 'hex'), $3, 'webshop.open', 'held-key', 'api')",
+    )
+    .bind(holder)
+    .bind(product.trim_start_matches("0x"))
+    .bind(wallet(60).as_slice())
+    .execute(&app.ctx.pool)
+    .await
+    .unwrap();
+    let body = json!({"interactions": [
+        {"product_id": product, "type": "purchase.completed", "idempotency_key": "held-key",
+         "data": {"order_id": "refused-1"}},
+        {"product_id": product, "type": "purchase.completed", "data": {"order_id": "kept-1"}},
+    ]});
+    let (status, answer) = app
+        .post("/v1/interactions", &body, Some(&app.token(wallet(61))))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let refused = &answer["interactions"][0];
+    assert_eq!(refused["status"], "duplicate", "{answer}");
+    assert_eq!(refused["id"], holder.to_string());
+    assert_eq!(answer["interactions"][1]["status"], "accepted", "{answer}");
+
+    // Only the stored purchase's reward, budget charge and count.
+    let rows: Vec<(String, uuid::Uuid)> =
+        sqlx::query_as("SELECT amount::text, interaction_id FROM rewards WHERE campaign_id = $1")
+            .bind(id)
+            .fetch_all(&app.ctx.pool)
+            .await
+            .unwrap();
+    let kept: uuid::Uuid = answer["interactions"][1]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(rows, vec![(TEN_UNITS.to_owned(), kept)]);
+    let (used, counted): (String, i32) = sqlx::query_as(
+        "SELECT c.used_budget::text, (SELECT reward_count FROM campaign_user_rewards
+             WHERE campaign_id = c.id AND wallet = $2)
+         FROM campaigns c WHERE c.id = $1",
+    )
+    .bind(id)
+    .bind(wallet(61).as_slice())
+    .fetch_one(&app.ctx.pool)
+    .await
+    .unwrap();
+    assert_eq!(used, TEN_UNITS);
+    assert_eq!(counted, 1);
+}
+
+#[tokio::test]
 async fn schedules_validation_roles_and_the_estimate() {
     let app = TestApp::spawn().await;
     let product = product_with_bank(&app, "sched.example").await;
