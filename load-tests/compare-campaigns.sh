@@ -2,9 +2,9 @@
 # What active campaigns cost the ingestion path: pairs of run-benchmarks.sh runs,
 # without campaigns and with CAMPAIGNS_PER_PRODUCT (default 10) per product, each on
 # a fresh cluster, then every pair's change and the median. Run-to-run noise on a
-# shared machine is larger than the change within one pair, hence pairs. The second
-# run of a pair measures slower, whichever it is (BENCHMARKS.md), so odd pairs run
-# without campaigns first and even pairs with campaigns first.
+# shared machine is larger than the change within one pair, hence pairs. Odd pairs
+# run without campaigns first and even pairs with campaigns first, so that the order
+# cannot weigh on the median.
 #
 #   load-tests/compare-campaigns.sh [pairs] [interactions] [concurrency]
 #
