@@ -170,6 +170,10 @@ pub struct ProductState {
     /// Order ids with a stored (or being stored) refund: a purchase of one of
     /// them arriving later earns nothing.
     refunded_orders: HashSet<String>,
+    /// Capped campaigns re-read from the database once their write sets had
+    /// settled → the first tag whose outcome still changes their budget and counts
+    /// (the database already holds what the earlier ones did).
+    reloaded: HashMap<i64, u64>,
     /// The product's referral edges, read for chains (the referral actor's cache
     /// owns them).
     edges: Weak<ProductEdges>,
@@ -227,6 +231,7 @@ impl Actor for Product {
             campaigns,
             user_counts,
             refunded_orders,
+            reloaded: HashMap::new(),
             edges: Weak::new(),
             _expiry: expiry,
         })
@@ -471,7 +476,7 @@ async fn submit(
         forget_referrals(state, &state.open[&tag].rows);
         let rows = std::mem::take(&mut state.open.get_mut(&tag).expect("open").rows);
         for row in &rows {
-            refund(state, row);
+            refund(state, tag, row);
         }
         state.open.get_mut(&tag).expect("open").rows = rows;
         return false;
@@ -489,7 +494,7 @@ fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome) {
     let mut lost = Vec::new();
     if let FlushOutcome::Committed { refunds, .. } = &outcome {
         for refund in refunds {
-            give_back(state, &refund.effects);
+            give_back(state, tag, &refund.effects);
         }
     }
     for mut row in rows {
@@ -517,11 +522,11 @@ fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome) {
             ItemResult::Accepted { id, .. } => remember(state, &row.keys, *id, now),
             ItemResult::Duplicate { id } => {
                 // Stored earlier: this copy earned nothing.
-                refund(state, &row);
+                refund(state, tag, &row);
                 remember(state, &row.keys, *id, now);
             }
             ItemResult::Unavailable => {
-                refund(state, &row);
+                refund(state, tag, &row);
                 lost.push(row.referral);
             }
         }
@@ -769,9 +774,21 @@ async fn referral_edges(state: &mut ProductState) -> Option<Arc<ProductEdges>> {
     Some(edges)
 }
 
-/// Gives back what a row that was not stored charged.
-fn refund(state: &mut ProductState, row: &PendingRow) {
+/// Whether the outcome of write set `tag` still changes campaign `campaign_id`'s
+/// budget and counts in memory (not when the campaign was re-read after it).
+fn still_counts(state: &ProductState, campaign_id: i64, tag: u64) -> bool {
+    state
+        .reloaded
+        .get(&campaign_id)
+        .is_none_or(|first| tag >= *first)
+}
+
+/// Gives back what a row of write set `tag` that was not stored charged.
+fn refund(state: &mut ProductState, tag: u64, row: &PendingRow) {
     for (campaign_id, amount) in &row.charges {
+        if !still_counts(state, *campaign_id, tag) {
+            continue;
+        }
         if let Some(campaign) = state.campaigns.iter_mut().find(|c| c.id == *campaign_id) {
             campaign.used_budget = campaign.used_budget.saturating_sub(*amount);
             if campaign.status == CampaignStatus::BudgetExhausted && !campaign.is_exhausted() {
@@ -786,15 +803,22 @@ fn refund(state: &mut ProductState, row: &PendingRow) {
     }
 }
 
-/// Applies to the hot state what committed refunds gave back. A campaign that ran
-/// out of budget stays `budget_exhausted` until its manager activates it again.
-fn give_back(state: &mut ProductState, effects: &RefundEffects) {
+/// Applies to the hot state what the committed refunds of write set `tag` gave
+/// back. A campaign that ran out of budget stays `budget_exhausted` until its
+/// manager activates it again.
+fn give_back(state: &mut ProductState, tag: u64, effects: &RefundEffects) {
     for (campaign_id, amount) in &effects.budgets {
+        if !still_counts(state, *campaign_id, tag) {
+            continue;
+        }
         if let Some(campaign) = state.campaigns.iter_mut().find(|c| c.id == *campaign_id) {
             campaign.used_budget = campaign.used_budget.saturating_sub(*amount);
         }
     }
     for (key, (count, _)) in &effects.counters {
+        if !still_counts(state, key.0, tag) {
+            continue;
+        }
         if let Some(n) = state.user_counts.get_mut(key) {
             *n = n.saturating_sub(*count);
         }
@@ -896,12 +920,51 @@ async fn campaign_updated(
             state.campaigns[index] = rule;
         }
         None => {
+            let Some(rule) = reload_settled(state, rule).await? else {
+                return Ok(());
+            };
             let counts = load_user_counts(&state.args.pool, std::slice::from_ref(&rule)).await?;
             state.user_counts.extend(counts);
             state.campaigns.push(rule);
         }
     }
     Ok(())
+}
+
+/// A capped campaign coming (back) into memory, e.g. activated again after a
+/// pause: write sets this actor sent before may still be in the writer's lane, and
+/// what they charged it is neither in the API's row nor in memory any more. So it
+/// is re-read once they have settled (interactions queue meanwhile), its per-user
+/// counts dropped to be loaded again, and their outcomes no longer change it
+/// (`still_counts`). `None`: no longer active. A writer that is down fails the
+/// actor, which its supervisor restarts from the database.
+async fn reload_settled(
+    state: &mut ProductState,
+    rule: CampaignRule,
+) -> Result<Option<CampaignRule>, ActorProcessingErr> {
+    if rule.budget_cap.is_zero() && rule.max_rewards_per_user.is_none() {
+        return Ok(Some(rule));
+    }
+    let writer = state
+        .args
+        .writer
+        .get()
+        .ok_or("the writer is restarting: campaign not reloaded")?;
+    let (reply, settled) = oneshot::channel();
+    writer.cast(WriterMsg::Settle {
+        product_id: state.args.config.id,
+        reply,
+    })?;
+    settled.await?;
+    let fresh = campaigns::get(&state.args.pool, rule.id)
+        .await?
+        .and_then(|row| row.rule())
+        .filter(|r| r.status == CampaignStatus::Active);
+    state.reloaded.insert(rule.id, state.next_tag);
+    state
+        .user_counts
+        .retain(|(campaign, _), _| *campaign != rule.id);
+    Ok(fresh)
 }
 
 async fn load_user_counts(

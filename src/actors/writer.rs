@@ -148,6 +148,12 @@ pub struct RecapRequest {
 pub enum WriterMsg {
     Write(WriteSet),
     Recap(RecapRequest),
+    /// Answered once every write set the product's actor sent before is flushed
+    /// (committed or failed): the database then holds all it will ever hold of them.
+    Settle {
+        product_id: B256,
+        reply: oneshot::Sender<()>,
+    },
     /// A flush lane finished.
     FlushDone {
         lane: usize,
@@ -213,14 +219,15 @@ impl Actor for Writer {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // A recap still queued is dropped: its caller is told the writer stopped.
+        // A recap or settle still queued is dropped: its caller is told the writer
+        // stopped.
         let sets: Vec<WriteSet> = state
             .lanes
             .iter_mut()
             .flat_map(|lane| lane.buffer.drain(..))
             .filter_map(|entry| match entry {
                 LaneEntry::Write(set) => Some(set),
-                LaneEntry::Recap(_) => None,
+                LaneEntry::Recap(_) | LaneEntry::Settle(_) => None,
             })
             .collect();
         if !sets.is_empty() {
@@ -251,6 +258,10 @@ impl Actor for Writer {
                 state.lanes[lane]
                     .buffer
                     .push_back(LaneEntry::Recap(request));
+            }
+            WriterMsg::Settle { product_id, reply } => {
+                let lane = lane_of(&product_id, state.lanes.len());
+                state.lanes[lane].buffer.push_back(LaneEntry::Settle(reply));
             }
             WriterMsg::FlushDone {
                 lane,
@@ -292,6 +303,8 @@ struct Lane {
 enum LaneEntry {
     Write(WriteSet),
     Recap(RecapRequest),
+    /// Answered when it reaches the front of a free lane.
+    Settle(oneshot::Sender<()>),
 }
 
 /// The lane of a product: stable for the writer's life.
@@ -302,11 +315,17 @@ fn lane_of(product: &B256, lanes: usize) -> usize {
 }
 
 /// Starts the next entry of every free lane: a flush of the write sets at its
-/// front (up to `writer_max_batch_rows`), or a recap.
+/// front (up to `writer_max_batch_rows`), or a recap; settles at the front are
+/// answered on the way.
 fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
     for (index, lane) in state.lanes.iter_mut().enumerate() {
         if lane.busy {
             continue;
+        }
+        while let Some(LaneEntry::Settle(_)) = lane.buffer.front() {
+            if let Some(LaneEntry::Settle(reply)) = lane.buffer.pop_front() {
+                let _ = reply.send(());
+            }
         }
         let Some(entry) = lane.buffer.pop_front() else {
             continue;
@@ -315,6 +334,7 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
         let pool = state.args.pool.clone();
         let first = match entry {
             LaneEntry::Write(set) => set,
+            LaneEntry::Settle(_) => unreachable!("settles at the front are answered above"),
             LaneEntry::Recap(request) => {
                 run_on_lane(myself, index, 0, async move {
                     let result =

@@ -1,14 +1,17 @@
 //! Budget accounting of unlimited campaigns: their spend is the sum of their
 //! rewards (no budget row update per flush), and a cap set later starts from
-//! exactly that sum, even while interactions are being written.
+//! exactly that sum, even while interactions are being written. A capped campaign
+//! activated again while its writes are in flight counts them once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::campaigns::{campaign, owner, product_with_bank, purchase, wallet};
+use crate::chain_fixture::eventually;
 use crate::common::{TestApp, assert_problem};
 
 const UNIT: u128 = 1_000_000_000_000_000_000;
@@ -186,4 +189,97 @@ async fn a_refund_lowers_an_unlimited_campaigns_spend_without_touching_its_budge
     // (which an unlimited campaign does not keep, and which cannot go below 0).
     assert_eq!(shown(&app, id).await["used_budget"], units(10));
     assert_eq!(column_and_sum(&app, id).await, ("0".into(), units(10)));
+}
+
+/// Posts `action` (pause, activate) on the campaign.
+async fn switch(app: &TestApp, id: i64, action: &str) {
+    let (status, body) = app
+        .post(
+            &format!("/v1/campaigns/{id}/{action}"),
+            &Value::Null,
+            Some(&owner(app)),
+        )
+        .await;
+    assert_eq!(status, 200, "{action}: {body}");
+}
+
+#[tokio::test]
+async fn a_campaign_activated_again_counts_the_writes_still_in_flight() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "inflight.example").await;
+    // Each purchase pays 10 units to the buyer; the cap fits three.
+    let cap = units(30);
+    let id = campaign(
+        &app,
+        &product,
+        json!({"user_bps": 10000, "budget_cap": cap, "max_rewards_per_user": 5}),
+    )
+    .await;
+    // Hold the flushes: they count per-user rewards, which this lock blocks.
+    let mut lock = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE campaign_user_rewards IN SHARE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let send = |n: u64| {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/v1/interactions"),
+            app.token(wallet(300 + n)),
+        );
+        let body = json!({"product_id": product, "type": "purchase.completed",
+            "data": {"order_id": format!("inflight-{n}")}});
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        })
+    };
+    // The first purchase is charged in memory and its flush waits on the lock.
+    let first = send(0);
+    let pool = app.ctx.pool.clone();
+    eventually(
+        Duration::from_secs(10),
+        "the flush waiting on the lock",
+        || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (waiting > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    // Paused and activated again while it is in flight: the database says 0 spent.
+    switch(&app, id, "pause").await;
+    switch(&app, id, "activate").await;
+    let others: Vec<_> = (1..=3).map(send).collect();
+    lock.commit().await.unwrap();
+
+    let mut rewarded = Vec::new();
+    for request in std::iter::once(first).chain(others) {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["status"], "accepted", "{body}");
+        rewarded.push(body["rewards"].as_array().unwrap().len());
+    }
+    // Three rewards fit: the first and two of the others, never a fourth.
+    assert_eq!(rewarded[0], 1);
+    assert_eq!(rewarded.iter().sum::<usize>(), 3, "{rewarded:?}");
+    assert_eq!(column_and_sum(&app, id).await, (cap.clone(), cap));
+    assert_eq!(shown(&app, id).await["status"], "budget_exhausted");
 }
