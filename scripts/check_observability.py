@@ -473,9 +473,9 @@ def main():
         poll("the second demo reward pushed",
              lambda: (prometheus.value("sum(rewardflow_push_rewards_total)") or 0) >= 2,
              timeout=120.0)
+        chain_panels = [panel for uid, panel in panels() if uid == CHAIN_DASHBOARD]
         poll("the chain panels showing the pushes",
-             lambda: all(not panel_problems(prometheus, panel)
-                         for uid, panel in panels() if uid == CHAIN_DASHBOARD))
+             lambda: all(not panel_problems(prometheus, panel) for panel in chain_panels))
         say("evaluating dashboard panels")
         panel_count = check_dashboards(prometheus)
         say("evaluating alert rules")

@@ -322,10 +322,11 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
         if lane.busy {
             continue;
         }
-        while let Some(LaneEntry::Settle(_)) = lane.buffer.front() {
-            if let Some(LaneEntry::Settle(reply)) = lane.buffer.pop_front() {
-                let _ = reply.send(());
-            }
+        while let Some(LaneEntry::Settle(reply)) = lane
+            .buffer
+            .pop_front_if(|entry| matches!(entry, LaneEntry::Settle(_)))
+        {
+            let _ = reply.send(());
         }
         let Some(entry) = lane.buffer.pop_front() else {
             continue;

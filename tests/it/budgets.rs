@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::campaigns::{campaign, owner, product_with_bank, purchase, wallet};
+use crate::campaigns::{campaign, owner, product_with_bank, purchase, switch, wallet};
 use crate::chain_fixture::eventually;
 use crate::common::{TestApp, assert_problem};
 
@@ -189,18 +189,6 @@ async fn a_refund_lowers_an_unlimited_campaigns_spend_without_touching_its_budge
     // (which an unlimited campaign does not keep, and which cannot go below 0).
     assert_eq!(shown(&app, id).await["used_budget"], units(10));
     assert_eq!(column_and_sum(&app, id).await, ("0".into(), units(10)));
-}
-
-/// Posts `action` (pause, activate) on the campaign.
-async fn switch(app: &TestApp, id: i64, action: &str) {
-    let (status, body) = app
-        .post(
-            &format!("/v1/campaigns/{id}/{action}"),
-            &Value::Null,
-            Some(&owner(app)),
-        )
-        .await;
-    assert_eq!(status, 200, "{action}: {body}");
 }
 
 #[tokio::test]

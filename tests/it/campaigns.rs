@@ -50,15 +50,20 @@ pub async fn campaign(app: &TestApp, product: &str, extra: Value) -> i64 {
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["status"], "draft");
     let id = created["id"].as_i64().unwrap();
-    let (status, active) = app
+    switch(app, id, "activate").await;
+    id
+}
+
+/// Posts `action` (pause, activate, …) on the campaign; it must succeed.
+pub async fn switch(app: &TestApp, id: i64, action: &str) {
+    let (status, body) = app
         .post(
-            &format!("/v1/campaigns/{id}/activate"),
+            &format!("/v1/campaigns/{id}/{action}"),
             &Value::Null,
             Some(&owner(app)),
         )
         .await;
-    assert_eq!(status, 200, "{active}");
-    id
+    assert_eq!(status, 200, "{action}: {body}");
 }
 
 pub async fn refer(app: &TestApp, product: &str, who: Address, referrer: Address) {
