@@ -59,6 +59,7 @@ pub const INTERACTIONS_TOTAL: &str = "rewardflow_interactions_total";
 pub const WRITER_BATCH_ROWS: &str = "rewardflow_writer_batch_rows";
 pub const WRITER_FLUSH_DURATION_SECONDS: &str = "rewardflow_writer_flush_duration_seconds";
 pub const WRITER_FLUSHES_TOTAL: &str = "rewardflow_writer_flushes_total";
+pub const WRITER_SETTLES_WAITING: &str = "rewardflow_writer_settles_waiting";
 pub const MAILBOX_DEPTH: &str = "rewardflow_mailbox_depth";
 pub const PRODUCT_ACTORS: &str = "rewardflow_product_actors";
 pub const REFERRALS_TOTAL: &str = "rewardflow_referrals_total";
@@ -186,6 +187,14 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: "flushes",
         help: "Flush transactions by outcome (committed, failed).",
         labels: &["outcome"],
+        buckets: &[],
+    },
+    MetricDef {
+        name: WRITER_SETTLES_WAITING,
+        kind: MetricKind::Gauge,
+        unit: "actors",
+        help: "Product actors waiting for the flushes of their earlier write sets before they (re)load campaign state from the database.",
+        labels: &[],
         buckets: &[],
     },
     MetricDef {

@@ -188,12 +188,17 @@ impl Actor for Product {
     type State = ProductState;
     type Arguments = ProductArgs;
 
-    /// Rebuilds the dedup window from the interactions stored within it.
+    /// Rebuilds the dedup window, the active campaigns with their budgets and
+    /// per-user counts, and the refunded orders from the database — once the
+    /// write sets a previous actor of the product sent have settled (a crashed
+    /// actor's writes may still be in the writer's lane; the database does not
+    /// hold them yet, and their outcomes went to the dead actor).
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
         args: ProductArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        settle(&args).await?;
         let now = Utc::now();
         let since = now - args.window;
         let recent = interactions::recent_for_window(&args.pool, args.config.id, since).await?;
@@ -945,17 +950,7 @@ async fn reload_settled(
     if rule.budget_cap.is_zero() && rule.max_rewards_per_user.is_none() {
         return Ok(Some(rule));
     }
-    let writer = state
-        .args
-        .writer
-        .get()
-        .ok_or("the writer is restarting: campaign not reloaded")?;
-    let (reply, settled) = oneshot::channel();
-    writer.cast(WriterMsg::Settle {
-        product_id: state.args.config.id,
-        reply,
-    })?;
-    settled.await?;
+    settle(&state.args).await?;
     let fresh = campaigns::get(&state.args.pool, rule.id)
         .await?
         .and_then(|row| row.rule())
@@ -965,6 +960,24 @@ async fn reload_settled(
         .user_counts
         .retain(|(campaign, _), _| *campaign != rule.id);
     Ok(fresh)
+}
+
+/// Waits until every write set this product's actors sent so far has been
+/// flushed (committed or failed). Fails while the writer is restarting: what the
+/// previous writer was writing is then unknown, and the caller fails with it (a
+/// request answered 503 retries a start).
+async fn settle(args: &ProductArgs) -> Result<(), ActorProcessingErr> {
+    let writer = args
+        .writer
+        .get()
+        .ok_or("the writer is restarting: earlier writes not settled")?;
+    let (reply, settled) = oneshot::channel();
+    writer.cast(WriterMsg::Settle {
+        product_id: args.config.id,
+        reply,
+    })?;
+    settled.await?;
+    Ok(())
 }
 
 async fn load_user_counts(

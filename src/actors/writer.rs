@@ -83,12 +83,14 @@ pub enum FlushOutcome {
     Failed { retryable: bool },
 }
 
-/// Shared admission state: rows held by the writer and database health.
+/// The writer's shared state: rows it holds and database health (admission), and
+/// product actors waiting for it to settle their writes.
 #[derive(Debug)]
 pub struct WriterGate {
     pending_rows: AtomicU64,
     max_pending_rows: u64,
     healthy: AtomicBool,
+    settles_waiting: AtomicU64,
 }
 
 impl WriterGate {
@@ -97,6 +99,7 @@ impl WriterGate {
             pending_rows: AtomicU64::new(0),
             max_pending_rows,
             healthy: AtomicBool::new(true),
+            settles_waiting: AtomicU64::new(0),
         }
     }
 
@@ -131,6 +134,17 @@ impl WriterGate {
         self.healthy.load(Ordering::Acquire)
     }
 
+    /// Settles queued in the writer's lanes.
+    pub fn settles_waiting(&self) -> u64 {
+        self.settles_waiting.load(Ordering::Acquire)
+    }
+
+    fn set_settles_waiting(&self, settles: usize) {
+        self.settles_waiting
+            .store(settles as u64, Ordering::Release);
+        metrics::gauge!(telemetry::WRITER_SETTLES_WAITING).set(settles as f64);
+    }
+
     fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Release);
     }
@@ -150,6 +164,7 @@ pub enum WriterMsg {
     Recap(RecapRequest),
     /// Answered once every write set the product's actor sent before is flushed
     /// (committed or failed): the database then holds all it will ever hold of them.
+    /// At once when the product has nothing queued or being written.
     Settle {
         product_id: B256,
         reply: oneshot::Sender<()>,
@@ -179,6 +194,8 @@ pub struct WriterState {
     args: WriterArgs,
     /// Per lane: its buffered write sets, and whether it is flushing.
     lanes: Vec<Lane>,
+    /// Settles queued in the lanes.
+    settles: usize,
     probing: bool,
     /// Number of the next flush, for log lines.
     next_flush: u64,
@@ -202,12 +219,14 @@ impl Actor for Writer {
         args.gate.pending_rows.store(0, Ordering::Release);
         args.gate.set_healthy(true);
         metrics::gauge!(telemetry::MAILBOX_DEPTH, "actor" => KIND).set(0.0);
+        args.gate.set_settles_waiting(0);
         let lanes = (0..args.flush_concurrency.max(1))
             .map(|_| Lane::default())
             .collect();
         Ok(WriterState {
             args,
             lanes,
+            settles: 0,
             probing: false,
             next_flush: 0,
         })
@@ -261,14 +280,19 @@ impl Actor for Writer {
             }
             WriterMsg::Settle { product_id, reply } => {
                 let lane = lane_of(&product_id, state.lanes.len());
-                state.lanes[lane].buffer.push_back(LaneEntry::Settle(reply));
+                if state.lanes[lane].holds(&product_id) {
+                    state.lanes[lane].buffer.push_back(LaneEntry::Settle(reply));
+                    state.settles += 1;
+                } else {
+                    let _ = reply.send(());
+                }
             }
             WriterMsg::FlushDone {
                 lane,
                 rows,
                 database_down,
             } => {
-                state.lanes[lane].busy = false;
+                state.lanes[lane].flushing.clear();
                 state.args.gate.release(rows);
                 if database_down && !state.probing {
                     state.args.gate.set_healthy(false);
@@ -289,6 +313,7 @@ impl Actor for Writer {
         start_flushes(&myself, state);
         metrics::gauge!(telemetry::MAILBOX_DEPTH, "actor" => KIND)
             .set(state.args.gate.pending_rows() as f64);
+        state.args.gate.set_settles_waiting(state.settles);
         Ok(())
     }
 }
@@ -296,7 +321,24 @@ impl Actor for Writer {
 #[derive(Default)]
 struct Lane {
     buffer: VecDeque<LaneEntry>,
-    busy: bool,
+    /// The products of the flush or recap under way; empty when the lane is free.
+    flushing: Vec<B256>,
+}
+
+impl Lane {
+    fn is_busy(&self) -> bool {
+        !self.flushing.is_empty()
+    }
+
+    /// Whether something `product`'s actor sent is still queued or being written.
+    fn holds(&self, product: &B256) -> bool {
+        self.flushing.contains(product)
+            || self.buffer.iter().any(|entry| match entry {
+                LaneEntry::Write(set) => set.product_id == *product,
+                LaneEntry::Recap(request) => request.product_id == *product,
+                LaneEntry::Settle(_) => false,
+            })
+    }
 }
 
 /// What a lane does, in order.
@@ -319,7 +361,7 @@ fn lane_of(product: &B256, lanes: usize) -> usize {
 /// answered on the way.
 fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
     for (index, lane) in state.lanes.iter_mut().enumerate() {
-        if lane.busy {
+        if lane.is_busy() {
             continue;
         }
         while let Some(LaneEntry::Settle(reply)) = lane
@@ -327,16 +369,17 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
             .pop_front_if(|entry| matches!(entry, LaneEntry::Settle(_)))
         {
             let _ = reply.send(());
+            state.settles -= 1;
         }
         let Some(entry) = lane.buffer.pop_front() else {
             continue;
         };
-        lane.busy = true;
         let pool = state.args.pool.clone();
         let first = match entry {
             LaneEntry::Write(set) => set,
             LaneEntry::Settle(_) => unreachable!("settles at the front are answered above"),
             LaneEntry::Recap(request) => {
+                lane.flushing.push(request.product_id);
                 run_on_lane(myself, index, 0, async move {
                     let result =
                         db::campaigns::recap(&pool, request.campaign_id, request.cap).await;
@@ -355,6 +398,7 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
             rows += set.rows.len();
             sets.push(set);
         }
+        lane.flushing.extend(sets.iter().map(|set| set.product_id));
         let number = state.next_flush;
         state.next_flush += 1;
         let pushers = state.args.pushers.clone();

@@ -1,14 +1,19 @@
 //! Budget accounting of unlimited campaigns: their spend is the sum of their
 //! rewards (no budget row update per flush), and a cap set later starts from
 //! exactly that sum, even while interactions are being written. A capped campaign
-//! activated again while its writes are in flight counts them once.
+//! activated again, or loaded by a restarted product actor, while its writes are
+//! in flight counts them once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use alloy::primitives::Address;
+use rewardflow::actors::product::ProductMsg;
+use rewardflow::domain::ids::parse_bytes32;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::campaigns::{campaign, owner, product_with_bank, purchase, switch, wallet};
 use crate::chain_fixture::eventually;
@@ -191,6 +196,81 @@ async fn a_refund_lowers_an_unlimited_campaigns_spend_without_touching_its_budge
     assert_eq!(column_and_sum(&app, id).await, ("0".into(), units(10)));
 }
 
+/// Holds every flush that counts per-user rewards (they write
+/// `campaign_user_rewards`, which this lock blocks) until the transaction ends.
+async fn hold_flushes(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lock = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE campaign_user_rewards IN SHARE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
+/// Waits until a flush is blocked by [`hold_flushes`].
+async fn flush_held(app: &TestApp) {
+    let pool = app.ctx.pool.clone();
+    eventually(
+        Duration::from_secs(10),
+        "the flush waiting on the lock",
+        || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (waiting > 0).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// A purchase (order `order`) by `buyer`, sent in the background: its status and body.
+fn spawn_purchase(
+    app: &TestApp,
+    product: &str,
+    buyer: Address,
+    order: &str,
+) -> JoinHandle<(u16, Value)> {
+    let (client, url, token) = (
+        app.client.clone(),
+        app.url("/v1/interactions"),
+        app.token(buyer),
+    );
+    let body = json!({"product_id": product, "type": "purchase.completed",
+        "data": {"order_id": order}});
+    tokio::spawn(async move {
+        let response = client
+            .post(url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    })
+}
+
+/// The number of rewards in each accepted answer, in order.
+async fn rewards_of(requests: Vec<JoinHandle<(u16, Value)>>) -> Vec<usize> {
+    let mut rewarded = Vec::new();
+    for request in requests {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["status"], "accepted", "{body}");
+        rewarded.push(body["rewards"].as_array().unwrap().len());
+    }
+    rewarded
+}
+
 #[tokio::test]
 async fn a_campaign_activated_again_counts_the_writes_still_in_flight() {
     let app = TestApp::spawn().await;
@@ -203,71 +283,84 @@ async fn a_campaign_activated_again_counts_the_writes_still_in_flight() {
         json!({"user_bps": 10000, "budget_cap": cap, "max_rewards_per_user": 5}),
     )
     .await;
-    // Hold the flushes: they count per-user rewards, which this lock blocks.
-    let mut lock = app.ctx.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE campaign_user_rewards IN SHARE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
-    let send = |n: u64| {
-        let (client, url, token) = (
-            app.client.clone(),
-            app.url("/v1/interactions"),
-            app.token(wallet(300 + n)),
-        );
-        let body = json!({"product_id": product, "type": "purchase.completed",
-            "data": {"order_id": format!("inflight-{n}")}});
-        tokio::spawn(async move {
-            let response = client
-                .post(url)
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (
-                response.status().as_u16(),
-                response.json::<Value>().await.unwrap(),
-            )
-        })
-    };
+    let lock = hold_flushes(&app).await;
+    let send = |n: u64| spawn_purchase(&app, &product, wallet(300 + n), &format!("inflight-{n}"));
     // The first purchase is charged in memory and its flush waits on the lock.
     let first = send(0);
-    let pool = app.ctx.pool.clone();
-    eventually(
-        Duration::from_secs(10),
-        "the flush waiting on the lock",
-        || {
-            let pool = pool.clone();
-            async move {
-                let waiting: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                (waiting > 0).then_some(())
-            }
-        },
-    )
-    .await;
+    flush_held(&app).await;
     // Paused and activated again while it is in flight: the database says 0 spent.
     switch(&app, id, "pause").await;
     switch(&app, id, "activate").await;
-    let others: Vec<_> = (1..=3).map(send).collect();
+    let others = (1..=3).map(send);
+    let requests: Vec<_> = std::iter::once(first).chain(others).collect();
     lock.commit().await.unwrap();
 
-    let mut rewarded = Vec::new();
-    for request in std::iter::once(first).chain(others) {
-        let (status, body) = request.await.unwrap();
-        assert_eq!(status, 202, "{body}");
-        assert_eq!(body["status"], "accepted", "{body}");
-        rewarded.push(body["rewards"].as_array().unwrap().len());
-    }
+    let rewarded = rewards_of(requests).await;
     // Three rewards fit: the first and two of the others, never a fourth.
     assert_eq!(rewarded[0], 1);
     assert_eq!(rewarded.iter().sum::<usize>(), 3, "{rewarded:?}");
+    assert_eq!(column_and_sum(&app, id).await, (cap.clone(), cap));
+    assert_eq!(shown(&app, id).await["status"], "budget_exhausted");
+}
+
+#[tokio::test]
+async fn a_restarted_product_actor_counts_the_writes_its_predecessor_left_in_flight() {
+    let app = TestApp::spawn_with(|s| s.supervisor.restart_backoff_initial_ms = 1).await;
+    let product = product_with_bank(&app, "restarted.example").await;
+    // One reward per buyer, 10 units each; the cap fits three.
+    let cap = units(30);
+    let id = campaign(
+        &app,
+        &product,
+        json!({"user_bps": 10000, "budget_cap": cap, "max_rewards_per_user": 1}),
+    )
+    .await;
+    let lock = hold_flushes(&app).await;
+    let buyer = wallet(350);
+    let first = spawn_purchase(&app, &product, buyer, "restarted-0");
+    flush_held(&app).await;
+
+    // The product actor dies with the first purchase's write set still in the
+    // writer's lane: that request is answered 503 (its data may still commit).
+    let key = parse_bytes32(&product).unwrap();
+    let crashed = app.ctx.ingest.products.get(&key).expect("running");
+    crashed.actor.cast(ProductMsg::Crash).unwrap();
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    eventually(Duration::from_secs(10), "the crash noticed", || async {
+        app.ctx.ingest.products.get(&key).is_none().then_some(())
+    })
+    .await;
+
+    // The next purchases start a new actor, which must not read the campaign
+    // before the first purchase's flush has settled.
+    let requests = vec![
+        spawn_purchase(&app, &product, buyer, "restarted-1"),
+        spawn_purchase(&app, &product, wallet(351), "restarted-2"),
+        spawn_purchase(&app, &product, wallet(352), "restarted-3"),
+        spawn_purchase(&app, &product, wallet(353), "restarted-4"),
+    ];
+    eventually(
+        Duration::from_secs(10),
+        "the new actor waiting for the held flush",
+        || async { (app.ctx.ingest.gate.settles_waiting() == 1).then_some(()) },
+    )
+    .await;
+    lock.commit().await.unwrap();
+
+    let rewarded = rewards_of(requests).await;
+    // The buyer was rewarded by the first purchase, and its one reward is all it
+    // gets; two of the other three fill the budget.
+    assert_eq!(rewarded[0], 0, "{rewarded:?}");
+    assert_eq!(rewarded.iter().sum::<usize>(), 2, "{rewarded:?}");
+    let buyer_rewards: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM rewards WHERE campaign_id = $1 AND wallet = $2")
+            .bind(id)
+            .bind(buyer.as_slice())
+            .fetch_one(&app.ctx.pool)
+            .await
+            .unwrap();
+    assert_eq!(buyer_rewards, 1);
     assert_eq!(column_and_sum(&app, id).await, (cap.clone(), cap));
     assert_eq!(shown(&app, id).await["status"], "budget_exhausted");
 }
