@@ -22,7 +22,7 @@ use crate::actors::referral::{self, Referral, ReferralArgs};
 use crate::actors::supervisor::{
     ActorSlot, ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg,
 };
-use crate::actors::writer::{self, Writer, WriterArgs, WriterGate};
+use crate::actors::writer::{self, Writer, WriterArgs, WriterGate, WriterMsg};
 use crate::chain::push::Pushing;
 use crate::chain::{ChainContext, ChainSetupError};
 use crate::config::{ConfigError, Secret, Settings, resolve_jwt_secret};
@@ -57,6 +57,7 @@ impl AppContext {
 pub struct Ingest {
     pub products: Arc<ProductRegistry>,
     pub directory: ActorSlot<DirectoryMsg>,
+    pub writer: ActorSlot<WriterMsg>,
     pub limiter: Arc<RateLimiter>,
     pub gate: Arc<WriterGate>,
 }
@@ -127,6 +128,7 @@ impl App {
         let ingest = Ingest {
             products: Arc::new(ProductRegistry::default()),
             directory: ActorSlot::default(),
+            writer: ActorSlot::default(),
             limiter: Arc::new(RateLimiter::new(&settings.rate_limit)),
             gate: Arc::new(WriterGate::new(settings.ingest.writer_max_pending_rows)),
         };
@@ -236,14 +238,13 @@ fn children(
         pool: pool.clone(),
         max_edges: s.referral_cache_edges,
     };
-    let writer_slot = ActorSlot::default();
     let referral_slot = ActorSlot::default();
     let directory_args = DirectoryArgs {
         registry: ingest.products.clone(),
         policy: RestartPolicy::from(&settings.supervisor),
         template: ProductTemplate {
             pool: pool.clone(),
-            writer: writer_slot.clone(),
+            writer: ingest.writer.clone(),
             gate: ingest.gate.clone(),
             referral: referral_slot.clone(),
             dedup: moka::sync::Cache::new(s.dedup_cache_entries),
@@ -260,7 +261,7 @@ fn children(
             writer::KIND,
             Writer,
             move || writer_args.clone(),
-            writer_slot,
+            ingest.writer.clone(),
         ),
         ChildSpec::published(
             referral::KIND,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, B256, U256};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sqlx::{Acquire, PgPool};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use super::product::ProductMsg;
@@ -83,14 +83,19 @@ pub enum FlushOutcome {
     Failed { retryable: bool },
 }
 
-/// The writer's shared state: rows it holds and database health (admission), and
-/// product actors waiting for it to settle their writes.
+/// The writer's state shared with the front door and across its restarts: rows it
+/// holds and database health (admission), product actors waiting for it to settle
+/// their writes, and flushes still running.
 #[derive(Debug)]
 pub struct WriterGate {
     pending_rows: AtomicU64,
     max_pending_rows: u64,
     healthy: AtomicBool,
     settles_waiting: AtomicU64,
+    /// Flushes started and not finished, by any incarnation of the writer: a
+    /// flush runs on its own task, which outlives a writer that fails.
+    flushes_running: AtomicU64,
+    flush_finished: Notify,
 }
 
 impl WriterGate {
@@ -100,6 +105,8 @@ impl WriterGate {
             max_pending_rows,
             healthy: AtomicBool::new(true),
             settles_waiting: AtomicU64::new(0),
+            flushes_running: AtomicU64::new(0),
+            flush_finished: Notify::new(),
         }
     }
 
@@ -137,6 +144,17 @@ impl WriterGate {
     /// Settles queued in the writer's lanes.
     pub fn settles_waiting(&self) -> u64 {
         self.settles_waiting.load(Ordering::Acquire)
+    }
+
+    /// Returns once no flush is running.
+    async fn no_flush_running(&self) {
+        loop {
+            let finished = self.flush_finished.notified();
+            if self.flushes_running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            finished.await;
+        }
     }
 
     fn set_settles_waiting(&self, settles: usize) {
@@ -214,8 +232,12 @@ impl Actor for Writer {
         _myself: ActorRef<Self::Msg>,
         args: WriterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // A restarted writer starts empty: whatever it held died with its
-        // predecessor, whose product actors answered 503 (their reply ports closed).
+        // A restarted writer first lets the flushes its predecessor started finish
+        // (they answer their product actors themselves): until then nothing it
+        // would write or settle could know what they will have stored. Then it
+        // starts empty: the write sets its predecessor held but had not started
+        // died with it, and their product actors expire them.
+        args.gate.no_flush_running().await;
         args.gate.pending_rows.store(0, Ordering::Release);
         args.gate.set_healthy(true);
         metrics::gauge!(telemetry::MAILBOX_DEPTH, "actor" => KIND).set(0.0);
@@ -380,7 +402,7 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
             LaneEntry::Settle(_) => unreachable!("settles at the front are answered above"),
             LaneEntry::Recap(request) => {
                 lane.flushing.push(request.product_id);
-                run_on_lane(myself, index, 0, async move {
+                run_on_lane(myself, &state.args.gate, index, 0, async move {
                     let result =
                         db::campaigns::recap(&pool, request.campaign_id, request.cap).await;
                     let database_down = result.as_ref().is_err_and(DbError::is_retryable);
@@ -402,9 +424,26 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
         let number = state.next_flush;
         state.next_flush += 1;
         let pushers = state.args.pushers.clone();
-        run_on_lane(myself, index, rows, async move {
+        run_on_lane(myself, &state.args.gate, index, rows, async move {
             flush(&pool, &pushers, sets, number).await
         });
+    }
+}
+
+/// A flush counted in [`WriterGate`] until dropped, also when its task panics.
+struct FlushRunning(Arc<WriterGate>);
+
+impl FlushRunning {
+    fn start(gate: &Arc<WriterGate>) -> Self {
+        gate.flushes_running.fetch_add(1, Ordering::AcqRel);
+        Self(gate.clone())
+    }
+}
+
+impl Drop for FlushRunning {
+    fn drop(&mut self) {
+        self.0.flushes_running.fetch_sub(1, Ordering::AcqRel);
+        self.0.flush_finished.notify_waiters();
     }
 }
 
@@ -413,13 +452,16 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
 /// looks down.
 fn run_on_lane(
     myself: &ActorRef<WriterMsg>,
+    gate: &Arc<WriterGate>,
     index: usize,
     rows: usize,
     work: impl Future<Output = bool> + Send + 'static,
 ) {
     let myself = myself.clone();
+    let running = FlushRunning::start(gate);
     tokio::spawn(async move {
         let database_down = work.await;
+        drop(running);
         let _ = myself.cast(WriterMsg::FlushDone {
             lane: index,
             rows: rows as u64,

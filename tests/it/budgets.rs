@@ -364,3 +364,66 @@ async fn a_restarted_product_actor_counts_the_writes_its_predecessor_left_in_fli
     assert_eq!(column_and_sum(&app, id).await, (cap.clone(), cap));
     assert_eq!(shown(&app, id).await["status"], "budget_exhausted");
 }
+
+#[tokio::test]
+async fn a_restarted_writer_lets_its_predecessors_flush_finish_before_anything_else() {
+    let app = TestApp::spawn_with(|s| s.supervisor.restart_backoff_initial_ms = 1).await;
+    let product = product_with_bank(&app, "writer-restart.example").await;
+    let id = campaign(
+        &app,
+        &product,
+        json!({"user_bps": 10000, "budget_cap": units(30), "max_rewards_per_user": 1}),
+    )
+    .await;
+    let lock = hold_flushes(&app).await;
+    let buyer = wallet(360);
+    let first = spawn_purchase(&app, &product, buyer, "writer-restart-0");
+    flush_held(&app).await;
+
+    // The writer dies while its flush of the first purchase is held; the flush
+    // runs on. Then the product actor dies too (the first request gets 503).
+    let killed = app.ctx.ingest.writer.get().expect("writer running");
+    killed.get_cell().kill();
+    let key = parse_bytes32(&product).unwrap();
+    let crashed = app.ctx.ingest.products.get(&key).expect("running");
+    crashed.actor.cast(ProductMsg::Crash).unwrap();
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    eventually(Duration::from_secs(10), "the crash noticed", || async {
+        app.ctx.ingest.products.get(&key).is_none().then_some(())
+    })
+    .await;
+
+    // While that flush is held, no writer serves: a product actor cannot start.
+    let second = spawn_purchase(&app, &product, buyer, "writer-restart-1");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the purchase was taken while the old flush was held")
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    lock.commit().await.unwrap();
+
+    // Once it committed, the new writer serves, and the buyer's one reward counts.
+    let (status, body) = eventually(Duration::from_secs(10), "a writer again", || async {
+        let (status, body) = spawn_purchase(&app, &product, buyer, "writer-restart-1")
+            .await
+            .unwrap();
+        (status != 503).then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "accepted", "{body}");
+    assert_eq!(body["rewards"], json!([]), "{body}");
+    assert_ne!(
+        app.ctx.ingest.writer.get().unwrap().get_id(),
+        killed.get_id()
+    );
+    let buyer_rewards: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM rewards WHERE campaign_id = $1 AND wallet = $2")
+            .bind(id)
+            .bind(buyer.as_slice())
+            .fetch_one(&app.ctx.pool)
+            .await
+            .unwrap();
+    assert_eq!(buyer_rewards, 1);
+}
