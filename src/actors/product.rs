@@ -963,9 +963,9 @@ async fn reload_settled(
 }
 
 /// Waits until every write set this product's actors sent so far has been
-/// flushed (committed or failed). Fails while the writer is restarting: what the
-/// previous writer was writing is then unknown, and the caller fails with it (a
-/// request answered 503 retries a start).
+/// flushed (committed or failed). Fails while the writer is restarting (it serves
+/// again once every flush of its predecessor has finished), and the caller fails
+/// with it: a start answers its request 503, and the next request tries again.
 async fn settle(args: &ProductArgs) -> Result<(), ActorProcessingErr> {
     let writer = args
         .writer

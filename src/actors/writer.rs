@@ -305,6 +305,7 @@ impl Actor for Writer {
                 if state.lanes[lane].holds(&product_id) {
                     state.lanes[lane].buffer.push_back(LaneEntry::Settle(reply));
                     state.settles += 1;
+                    state.args.gate.set_settles_waiting(state.settles);
                 } else {
                     let _ = reply.send(());
                 }
@@ -335,7 +336,6 @@ impl Actor for Writer {
         start_flushes(&myself, state);
         metrics::gauge!(telemetry::MAILBOX_DEPTH, "actor" => KIND)
             .set(state.args.gate.pending_rows() as f64);
-        state.args.gate.set_settles_waiting(state.settles);
         Ok(())
     }
 }
@@ -392,6 +392,7 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
         {
             let _ = reply.send(());
             state.settles -= 1;
+            state.args.gate.set_settles_waiting(state.settles);
         }
         let Some(entry) = lane.buffer.pop_front() else {
             continue;
