@@ -1,10 +1,14 @@
 //! Where product actors live. The front door looks a product up in the shared
 //! [`ProductRegistry`] (a DashMap, no messaging); on a miss it asks the directory
-//! actor, which loads the product's configuration, spawns its actor (linked to
-//! itself, so it supervises it) and registers it. When a product actor fails, the
-//! directory unregisters it and counts the restart; the next request respawns it
-//! with its state reloaded from PostgreSQL. A product that keeps failing is
-//! refused for a while (restart backoff) instead of respawned on every request.
+//! actor, which starts the product on a task of its own — load the configuration,
+//! spawn the actor linked to the directory (so the directory supervises it), whose
+//! `pre_start` reloads its state — and registers it when the task reports back.
+//! Starts run side by side: one that waits (on the database, or on writes a
+//! crashed predecessor left in flight) holds up only the requests of its own
+//! product, which wait on the same start. When a product actor fails, the
+//! directory unregisters it and counts the restart; the next request respawns it.
+//! A product that keeps failing is refused for a while (restart backoff) instead
+//! of respawned on every request.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -14,7 +18,11 @@ use std::time::{Duration, Instant};
 use alloy::primitives::B256;
 use dashmap::DashMap;
 use moka::sync::Cache;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, MessagingErr, RpcReplyPort,
+    SupervisionEvent,
+};
+use tokio::sync::Semaphore;
 
 use super::product::{Product, ProductArgs, ProductMsg};
 use super::supervisor::{ActorSlot, RestartPolicy};
@@ -22,6 +30,12 @@ use crate::db::{self, products::ProductConfig};
 use crate::telemetry;
 
 pub const KIND: &str = "product_directory";
+
+/// Product starts under way at once. Each reads the database a few times: a burst of
+/// first requests to many products (a service start under load) must leave most of
+/// the pool to the writer. More than one, so that a start that waits (on earlier
+/// writes to settle, or a slow query) holds up no other.
+const STARTS_AT_ONCE: usize = 4;
 
 /// A running product actor and what the front door checks before using it.
 #[derive(Clone)]
@@ -110,6 +124,8 @@ impl ProductRegistry {
 
 pub enum DirectoryMsg {
     Open(B256, RpcReplyPort<Result<ProductHandle, OpenError>>),
+    /// A start finished (sent by its task).
+    Started(B256, Result<ProductHandle, OpenError>),
 }
 
 /// What every product actor is started with, besides its own configuration.
@@ -138,7 +154,13 @@ pub struct DirectoryState {
     by_actor: HashMap<ractor::ActorId, B256>,
     /// Recent failures per product, for the restart backoff.
     failures: HashMap<B256, VecDeque<Instant>>,
+    /// Products being started → the requests waiting for them.
+    starting: HashMap<B256, Vec<OpenReply>>,
+    /// Permits for starts under way ([`STARTS_AT_ONCE`]).
+    starts: Arc<Semaphore>,
 }
+
+type OpenReply = RpcReplyPort<Result<ProductHandle, OpenError>>;
 
 #[derive(Clone, Copy, Default)]
 pub struct ProductDirectory;
@@ -166,6 +188,8 @@ impl Actor for ProductDirectory {
             args,
             by_actor: HashMap::new(),
             failures: HashMap::new(),
+            starting: HashMap::new(),
+            starts: Arc::new(Semaphore::new(STARTS_AT_ONCE)),
         })
     }
 
@@ -195,10 +219,8 @@ impl Actor for ProductDirectory {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            DirectoryMsg::Open(product, reply) => {
-                let result = open(&myself, state, product).await;
-                let _ = reply.send(result);
-            }
+            DirectoryMsg::Open(product, reply) => open(&myself, state, product, reply),
+            DirectoryMsg::Started(product, result) => started(state, product, result),
         }
         Ok(())
     }
@@ -223,64 +245,127 @@ impl Actor for ProductDirectory {
                 .registry
                 .running
                 .remove_if(&product, |_, h| h.actor.get_id() == cell.get_id());
-            state
-                .failures
-                .entry(product)
-                .or_default()
-                .push_back(Instant::now());
-            metrics::counter!(telemetry::ACTOR_RESTARTS_TOTAL, "actor" => "product", "reason" => reason)
-                .increment(1);
-            metrics::gauge!(telemetry::PRODUCT_ACTORS).set(state.args.registry.len() as f64);
+            count_failure(state, product, reason);
         }
         Ok(())
     }
 }
 
-async fn open(
+/// A product actor gone: counted for the restart backoff and the metrics.
+fn count_failure(state: &mut DirectoryState, product: B256, reason: &'static str) {
+    state
+        .failures
+        .entry(product)
+        .or_default()
+        .push_back(Instant::now());
+    metrics::counter!(telemetry::ACTOR_RESTARTS_TOTAL, "actor" => "product", "reason" => reason)
+        .increment(1);
+    metrics::gauge!(telemetry::PRODUCT_ACTORS).set(state.args.registry.len() as f64);
+}
+
+/// Answers at once when the product runs, is refused or is unknown; otherwise
+/// the request waits for the product's start, begun now unless one is under way.
+fn open(
     myself: &ActorRef<DirectoryMsg>,
     state: &mut DirectoryState,
     product: B256,
-) -> Result<ProductHandle, OpenError> {
-    let registry = state.args.registry.clone();
-    if let Some(handle) = registry.running.get(&product) {
-        return Ok(handle.clone());
+    reply: OpenReply,
+) {
+    if let Some(handle) = state.args.registry.running.get(&product) {
+        let _ = reply.send(Ok(handle.clone()));
+        return;
+    }
+    if let Some(waiting) = state.starting.get_mut(&product) {
+        waiting.push(reply);
+        return;
     }
     if in_backoff(state, product) {
-        return Err(OpenError::Backoff);
+        let _ = reply.send(Err(OpenError::Backoff));
+        return;
     }
-    let template = &state.args.template;
+    state.starting.insert(product, vec![reply]);
+    let (myself, template) = (myself.clone(), state.args.template.clone());
+    let starts = state.starts.clone();
+    tokio::spawn(async move {
+        let permit = starts.acquire_owned().await;
+        let result = start(&myself, template, product).await;
+        drop(permit);
+        if let Err(MessagingErr::SendErr(DirectoryMsg::Started(_, Ok(orphan)))) =
+            myself.cast(DirectoryMsg::Started(product, result))
+        {
+            // The directory stopped meanwhile: nobody would supervise or use it.
+            orphan
+                .actor
+                .stop(Some("the product directory stopped".into()));
+        }
+    });
+}
+
+/// Loads the product's configuration and spawns its actor, linked to the directory.
+async fn start(
+    directory: &ActorRef<DirectoryMsg>,
+    template: ProductTemplate,
+    product: B256,
+) -> Result<ProductHandle, OpenError> {
     let config = match db::products::load_config(&template.pool, product).await {
         Ok(Some(config)) => Arc::new(config),
-        Ok(None) => {
-            registry.unknown.insert(product, ());
-            return Err(OpenError::Unknown);
-        }
+        Ok(None) => return Err(OpenError::Unknown),
         Err(err) => return Err(OpenError::Unavailable(err.to_string())),
     };
     let queued = Arc::new(AtomicU64::new(0));
     let args = ProductArgs {
         config: config.clone(),
-        pool: template.pool.clone(),
-        writer: template.writer.clone(),
-        gate: template.gate.clone(),
-        referral: template.referral.clone(),
-        dedup: template.dedup.clone(),
+        pool: template.pool,
+        writer: template.writer,
+        gate: template.gate,
+        referral: template.referral,
+        dedup: template.dedup,
         window: template.window,
         stale_after: template.stale_after,
         queued: queued.clone(),
     };
-    let (actor, _) = Actor::spawn_linked(None, Product, args, myself.get_cell())
+    let (actor, _) = Actor::spawn_linked(None, Product, args, directory.get_cell())
         .await
         .map_err(|e| OpenError::Unavailable(e.to_string()))?;
-    let handle = ProductHandle {
+    Ok(ProductHandle {
         actor,
         config,
         queued,
+    })
+}
+
+/// Registers a started product actor and answers the requests that waited for it.
+/// An actor already stopped (its failure reached the directory before this report,
+/// while it was not registered) counts as failed.
+fn started(state: &mut DirectoryState, product: B256, result: Result<ProductHandle, OpenError>) {
+    let registry = state.args.registry.clone();
+    let result = match result {
+        Ok(handle)
+            if matches!(
+                handle.actor.get_status(),
+                ActorStatus::Stopping | ActorStatus::Stopped
+            ) =>
+        {
+            count_failure(state, product, "failed");
+            Err(OpenError::Unavailable(
+                "the product actor stopped as it started".into(),
+            ))
+        }
+        Ok(handle) => {
+            state.by_actor.insert(handle.actor.get_id(), product);
+            registry.running.insert(product, handle.clone());
+            metrics::gauge!(telemetry::PRODUCT_ACTORS).set(registry.len() as f64);
+            Ok(handle)
+        }
+        Err(OpenError::Unknown) => {
+            registry.unknown.insert(product, ());
+            Err(OpenError::Unknown)
+        }
+        Err(err) => Err(err),
     };
-    state.by_actor.insert(handle.actor.get_id(), product);
-    registry.running.insert(product, handle.clone());
-    metrics::gauge!(telemetry::PRODUCT_ACTORS).set(registry.len() as f64);
-    Ok(handle)
+    for reply in state.starting.remove(&product).unwrap_or_default() {
+        let _ = reply.send(result.clone());
+    }
 }
 
 /// A product that failed more than the policy allows within its window waits for

@@ -427,3 +427,50 @@ async fn a_restarted_writer_lets_its_predecessors_flush_finish_before_anything_e
             .unwrap();
     assert_eq!(buyer_rewards, 1);
 }
+
+#[tokio::test]
+async fn a_start_waiting_for_its_products_writes_holds_up_no_other_product() {
+    let app = TestApp::spawn_with(|s| s.supervisor.restart_backoff_initial_ms = 1).await;
+    let product = product_with_bank(&app, "slow-start.example").await;
+    campaign(
+        &app,
+        &product,
+        json!({"user_bps": 10000, "max_rewards_per_user": 1}),
+    )
+    .await;
+    let lock = hold_flushes(&app).await;
+    let first = spawn_purchase(&app, &product, wallet(370), "slow-start-0");
+    flush_held(&app).await;
+    let key = parse_bytes32(&product).unwrap();
+    let crashed = app.ctx.ingest.products.get(&key).expect("running");
+    crashed.actor.cast(ProductMsg::Crash).unwrap();
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    eventually(Duration::from_secs(10), "the crash noticed", || async {
+        app.ctx.ingest.products.get(&key).is_none().then_some(())
+    })
+    .await;
+
+    // The product's next start waits for the held flush...
+    let second = spawn_purchase(&app, &product, wallet(371), "slow-start-1");
+    eventually(
+        Duration::from_secs(10),
+        "the start waiting for the held flush",
+        || async { (app.ctx.ingest.gate.settles_waiting() == 1).then_some(()) },
+    )
+    .await;
+    // ...and another product starts meanwhile.
+    let other = product_with_bank(&app, "other-start.example").await;
+    let other_key = parse_bytes32(&other).unwrap();
+    let elsewhere = spawn_purchase(&app, &other, wallet(372), "other-start-0");
+    eventually(
+        Duration::from_secs(10),
+        "the other product started",
+        || async { app.ctx.ingest.products.get(&other_key).map(|_| ()) },
+    )
+    .await;
+    assert!(app.ctx.ingest.products.get(&key).is_none());
+    lock.commit().await.unwrap();
+
+    assert_eq!(rewards_of(vec![second, elsewhere]).await, vec![1, 0]);
+}
