@@ -122,8 +122,10 @@ impl ProductRegistry {
     }
 }
 
+type OpenReply = RpcReplyPort<Result<ProductHandle, OpenError>>;
+
 pub enum DirectoryMsg {
-    Open(B256, RpcReplyPort<Result<ProductHandle, OpenError>>),
+    Open(B256, OpenReply),
     /// A start finished (sent by its task).
     Started(B256, Result<ProductHandle, OpenError>),
 }
@@ -159,8 +161,6 @@ pub struct DirectoryState {
     /// Permits for starts under way ([`STARTS_AT_ONCE`]).
     starts: Arc<Semaphore>,
 }
-
-type OpenReply = RpcReplyPort<Result<ProductHandle, OpenError>>;
 
 #[derive(Clone, Copy, Default)]
 pub struct ProductDirectory;
@@ -263,7 +263,7 @@ fn count_failure(state: &mut DirectoryState, product: B256, reason: &'static str
     metrics::gauge!(telemetry::PRODUCT_ACTORS).set(state.args.registry.len() as f64);
 }
 
-/// Answers at once when the product runs, is refused or is unknown; otherwise
+/// Answers at once when the product runs or waits out a backoff; otherwise
 /// the request waits for the product's start, begun now unless one is under way.
 fn open(
     myself: &ActorRef<DirectoryMsg>,

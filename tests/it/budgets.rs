@@ -2,13 +2,15 @@
 //! rewards (no budget row update per flush), and a cap set later starts from
 //! exactly that sum, even while interactions are being written. A capped campaign
 //! activated again, or loaded by a restarted product actor, while its writes are
-//! in flight counts them once.
+//! in flight counts them once; a restarted writer lets its predecessor's flushes
+//! finish first; and a product start that waits for such writes holds up no other
+//! product.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
 use rewardflow::actors::product::ProductMsg;
 use rewardflow::domain::ids::parse_bytes32;
 use serde_json::{Value, json};
@@ -271,6 +273,22 @@ async fn rewards_of(requests: Vec<JoinHandle<(u16, Value)>>) -> Vec<usize> {
     rewarded
 }
 
+/// Crashes the product's actor while `request`, whose write set is in flight, waits
+/// on it: that request is answered 503 (its data may still commit). Returns once
+/// the directory has unregistered the actor, with the product's key.
+async fn crash(app: &TestApp, product: &str, request: JoinHandle<(u16, Value)>) -> B256 {
+    let key = parse_bytes32(product).unwrap();
+    let crashed = app.ctx.ingest.products.get(&key).expect("running");
+    crashed.actor.cast(ProductMsg::Crash).unwrap();
+    let (status, body) = request.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    eventually(Duration::from_secs(10), "the crash noticed", || async {
+        app.ctx.ingest.products.get(&key).is_none().then_some(())
+    })
+    .await;
+    key
+}
+
 #[tokio::test]
 async fn a_campaign_activated_again_counts_the_writes_still_in_flight() {
     let app = TestApp::spawn().await;
@@ -321,16 +339,8 @@ async fn a_restarted_product_actor_counts_the_writes_its_predecessor_left_in_fli
     flush_held(&app).await;
 
     // The product actor dies with the first purchase's write set still in the
-    // writer's lane: that request is answered 503 (its data may still commit).
-    let key = parse_bytes32(&product).unwrap();
-    let crashed = app.ctx.ingest.products.get(&key).expect("running");
-    crashed.actor.cast(ProductMsg::Crash).unwrap();
-    let (status, body) = first.await.unwrap();
-    assert_eq!(status, 503, "{body}");
-    eventually(Duration::from_secs(10), "the crash noticed", || async {
-        app.ctx.ingest.products.get(&key).is_none().then_some(())
-    })
-    .await;
+    // writer's lane.
+    crash(&app, &product, first).await;
 
     // The next purchases start a new actor, which must not read the campaign
     // before the first purchase's flush has settled.
@@ -384,15 +394,7 @@ async fn a_restarted_writer_lets_its_predecessors_flush_finish_before_anything_e
     // runs on. Then the product actor dies too (the first request gets 503).
     let killed = app.ctx.ingest.writer.get().expect("writer running");
     killed.get_cell().kill();
-    let key = parse_bytes32(&product).unwrap();
-    let crashed = app.ctx.ingest.products.get(&key).expect("running");
-    crashed.actor.cast(ProductMsg::Crash).unwrap();
-    let (status, body) = first.await.unwrap();
-    assert_eq!(status, 503, "{body}");
-    eventually(Duration::from_secs(10), "the crash noticed", || async {
-        app.ctx.ingest.products.get(&key).is_none().then_some(())
-    })
-    .await;
+    crash(&app, &product, first).await;
 
     // While that flush is held, no writer serves: a product actor cannot start.
     let second = spawn_purchase(&app, &product, buyer, "writer-restart-1");
@@ -441,15 +443,7 @@ async fn a_start_waiting_for_its_products_writes_holds_up_no_other_product() {
     let lock = hold_flushes(&app).await;
     let first = spawn_purchase(&app, &product, wallet(370), "slow-start-0");
     flush_held(&app).await;
-    let key = parse_bytes32(&product).unwrap();
-    let crashed = app.ctx.ingest.products.get(&key).expect("running");
-    crashed.actor.cast(ProductMsg::Crash).unwrap();
-    let (status, body) = first.await.unwrap();
-    assert_eq!(status, 503, "{body}");
-    eventually(Duration::from_secs(10), "the crash noticed", || async {
-        app.ctx.ingest.products.get(&key).is_none().then_some(())
-    })
-    .await;
+    let key = crash(&app, &product, first).await;
 
     // The product's next start waits for the held flush...
     let second = spawn_purchase(&app, &product, wallet(371), "slow-start-1");
