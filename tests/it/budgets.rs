@@ -273,6 +273,16 @@ async fn rewards_of(requests: Vec<JoinHandle<(u16, Value)>>) -> Vec<usize> {
     rewarded
 }
 
+/// The number of rewards of campaign `id` paid to `wallet`.
+async fn rewards_to(app: &TestApp, id: i64, wallet: Address) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM rewards WHERE campaign_id = $1 AND wallet = $2")
+        .bind(id)
+        .bind(wallet.as_slice())
+        .fetch_one(&app.ctx.pool)
+        .await
+        .unwrap()
+}
+
 /// Crashes the product's actor while `request`, whose write set is in flight, waits
 /// on it: that request is answered 503 (its data may still commit). Returns once
 /// the directory has unregistered the actor, with the product's key.
@@ -363,14 +373,7 @@ async fn a_restarted_product_actor_counts_the_writes_its_predecessor_left_in_fli
     // gets; two of the other three fill the budget.
     assert_eq!(rewarded[0], 0, "{rewarded:?}");
     assert_eq!(rewarded.iter().sum::<usize>(), 2, "{rewarded:?}");
-    let buyer_rewards: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM rewards WHERE campaign_id = $1 AND wallet = $2")
-            .bind(id)
-            .bind(buyer.as_slice())
-            .fetch_one(&app.ctx.pool)
-            .await
-            .unwrap();
-    assert_eq!(buyer_rewards, 1);
+    assert_eq!(rewards_to(&app, id, buyer).await, 1);
     assert_eq!(column_and_sum(&app, id).await, (cap.clone(), cap));
     assert_eq!(shown(&app, id).await["status"], "budget_exhausted");
 }
@@ -420,14 +423,7 @@ async fn a_restarted_writer_lets_its_predecessors_flush_finish_before_anything_e
         app.ctx.ingest.writer.get().unwrap().get_id(),
         killed.get_id()
     );
-    let buyer_rewards: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM rewards WHERE campaign_id = $1 AND wallet = $2")
-            .bind(id)
-            .bind(buyer.as_slice())
-            .fetch_one(&app.ctx.pool)
-            .await
-            .unwrap();
-    assert_eq!(buyer_rewards, 1);
+    assert_eq!(rewards_to(&app, id, buyer).await, 1);
 }
 
 #[tokio::test]
