@@ -83,15 +83,24 @@ impl WriterGate {
         }
     }
 
-    pub(super) fn set_settles_waiting(&self, settles: usize) {
-        self.settles_waiting
-            .store(settles as u64, Ordering::Release);
-        metrics::gauge!(telemetry::WRITER_SETTLES_WAITING).set(settles as f64);
+    /// A settle queued in a lane.
+    pub(super) fn settle_queued(&self) {
+        let now = self.settles_waiting.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics::gauge!(telemetry::WRITER_SETTLES_WAITING).set(now as f64);
     }
 
-    /// A restarted writer starts empty.
-    pub(super) fn clear_pending_rows(&self) {
+    /// A queued settle answered.
+    pub(super) fn settle_answered(&self) {
+        let now = self.settles_waiting.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!(telemetry::WRITER_SETTLES_WAITING).set(now as f64);
+    }
+
+    /// A (re)started writer holds nothing, and takes interactions.
+    pub(super) fn reset(&self) {
         self.pending_rows.store(0, Ordering::Release);
+        self.settles_waiting.store(0, Ordering::Release);
+        metrics::gauge!(telemetry::WRITER_SETTLES_WAITING).set(0.0);
+        self.set_healthy(true);
     }
 
     pub(super) fn set_healthy(&self, healthy: bool) {

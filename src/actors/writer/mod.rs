@@ -120,8 +120,6 @@ pub struct WriterState {
     args: WriterArgs,
     /// Per lane: its buffered write sets, and whether it is flushing.
     lanes: Vec<Lane>,
-    /// Settles queued in the lanes.
-    settles: usize,
     probing: bool,
     /// Number of the next flush, for log lines.
     next_flush: u64,
@@ -146,17 +144,14 @@ impl Actor for Writer {
         // starts empty: the write sets its predecessor held but had not started
         // died with it, and their product actors expire them.
         args.gate.no_flush_running().await;
-        args.gate.clear_pending_rows();
-        args.gate.set_healthy(true);
+        args.gate.reset();
         metrics::gauge!(telemetry::MAILBOX_DEPTH, "actor" => KIND).set(0.0);
-        args.gate.set_settles_waiting(0);
         let lanes = (0..args.flush_concurrency.max(1))
             .map(|_| Lane::default())
             .collect();
         Ok(WriterState {
             args,
             lanes,
-            settles: 0,
             probing: false,
             next_flush: 0,
         })
@@ -212,8 +207,7 @@ impl Actor for Writer {
                 let lane = lane_of(&product_id, state.lanes.len());
                 if state.lanes[lane].holds(&product_id) {
                     state.lanes[lane].buffer.push_back(LaneEntry::Settle(reply));
-                    state.settles += 1;
-                    state.args.gate.set_settles_waiting(state.settles);
+                    state.args.gate.settle_queued();
                 } else {
                     let _ = reply.send(());
                 }
@@ -299,8 +293,7 @@ fn start_flushes(myself: &ActorRef<WriterMsg>, state: &mut WriterState) {
             .pop_front_if(|entry| matches!(entry, LaneEntry::Settle(_)))
         {
             let _ = reply.send(());
-            state.settles -= 1;
-            state.args.gate.set_settles_waiting(state.settles);
+            state.args.gate.settle_answered();
         }
         let Some(entry) = lane.buffer.pop_front() else {
             continue;
