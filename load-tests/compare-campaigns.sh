@@ -42,7 +42,7 @@ echo "cpus=$(nproc) model=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 
 echo "## $SCENARIO: $INTERACTIONS interactions, concurrency $CONCURRENCY, 0 vs $CAMPAIGNS campaigns per product"
 echo "| pair | order | no campaigns: acked/s (p50, p99) | $CAMPAIGNS campaigns per product: acked/s (p50, p99) | change |"
 echo "|---|---|---:|---:|---:|"
-changes=()
+changes=() bases=() withs=()
 for pair in $(seq 1 "$PAIRS"); do
     if ((pair % 2)); then
         order="without first"
@@ -56,8 +56,13 @@ for pair in $(seq 1 "$PAIRS"); do
     read -r base base_p50 base_p99 <<<"$base_result"
     read -r with with_p50 with_p99 <<<"$with_result"
     change=$(awk -v a="$base" -v b="$with" 'BEGIN { printf "%+.1f", (b - a) * 100 / a }')
-    changes+=("$change")
+    changes+=("$change") bases+=("$base") withs+=("$with")
     echo "| $pair | $order | $base ($base_p50, $base_p99) | $with ($with_p50, $with_p99) | $change% |"
 done
 median=$(printf '%s\n' "${changes[@]}" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
 echo "median change: $median%"
+# The median is of the pairs' changes; the means, of the runs themselves.
+printf '%s %s\n' "${bases[*]}" "${withs[*]}" | awk -v n="$PAIRS" '{
+    for (i = 1; i <= n; i++) { a += $i; b += $(n + i) }
+    printf "means: %.0f without, %.0f with campaigns acked/s: %+.1f%%\n", a / n, b / n, (b - a) * 100 / a
+}'
