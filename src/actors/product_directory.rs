@@ -25,7 +25,7 @@ use ractor::{
 use tokio::sync::Semaphore;
 
 use super::product::{Product, ProductArgs, ProductMsg};
-use super::supervisor::{ActorSlot, RestartPolicy};
+use super::supervisor::{ActorSlot, RestartPolicy, exit_of};
 use crate::db::{self, products::ProductConfig};
 use crate::telemetry;
 
@@ -231,14 +231,12 @@ impl Actor for ProductDirectory {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => {
-                tracing::warn!(error = %err, "product actor failed");
-                (cell, "failed")
-            }
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, "stopped"),
-            _ => return Ok(()),
+        let Some((cell, reason, detail)) = exit_of(event) else {
+            return Ok(());
         };
+        if reason == "failed" {
+            tracing::warn!(error = %detail, "product actor failed");
+        }
         if let Some(product) = state.by_actor.remove(&cell.get_id()) {
             state
                 .args

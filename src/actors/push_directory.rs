@@ -9,7 +9,7 @@ use alloy::primitives::Address;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::pusher::{Pusher, PusherMsg};
-use super::supervisor::RestartPolicy;
+use super::supervisor::{RestartPolicy, exit_of};
 use crate::chain::push::Pushing;
 use crate::db::push as ledger;
 use crate::telemetry;
@@ -138,14 +138,12 @@ impl Actor for PushDirectory {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => {
-                tracing::warn!(error = %err, "pusher failed");
-                (cell, "panic")
-            }
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, "stopped"),
-            _ => return Ok(()),
+        let Some((cell, reason, detail)) = exit_of(event) else {
+            return Ok(());
         };
+        if reason == "failed" {
+            tracing::warn!(error = %detail, "pusher failed");
+        }
         let Some(token) = token_of(state, &cell) else {
             return Ok(());
         };

@@ -19,6 +19,19 @@ use crate::telemetry;
 /// The `reason` label values of `rewardflow_actor_restarts_total`.
 pub const RESTART_REASONS: [&str; 3] = ["failed", "stopped", "spawn_failed"];
 
+/// A child's exit as a supervision event tells it: its cell, the `reason` label
+/// of its restart ([`RESTART_REASONS`]) and what it said (its error, or why it
+/// stopped). `None` for events that are not exits.
+pub fn exit_of(event: SupervisionEvent) -> Option<(ActorCell, &'static str, String)> {
+    match event {
+        SupervisionEvent::ActorFailed(cell, err) => Some((cell, "failed", err.to_string())),
+        SupervisionEvent::ActorTerminated(cell, _, why) => {
+            Some((cell, "stopped", why.unwrap_or_default()))
+        }
+        _ => None,
+    }
+}
+
 /// Spawns a child linked to the given supervisor and returns its cell.
 pub type SpawnFn =
     Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
@@ -253,12 +266,8 @@ impl Actor for Supervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason, detail) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, "failed", err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, why) => {
-                (cell, "stopped", why.unwrap_or_default())
-            }
-            _ => return Ok(()),
+        let Some((cell, reason, detail)) = exit_of(event) else {
+            return Ok(());
         };
         let Some(kind) = state
             .children
@@ -413,6 +422,27 @@ mod tests {
         let status = ractor::call!(sup, SupervisorMsg::Status).unwrap();
         assert_eq!(status.children, vec![("flaky", true, 1)]);
         sup.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn exits_carry_a_documented_reason_and_what_the_child_said() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (actor, join) = Actor::spawn(None, Flaky { started: tx }, ()).await.unwrap();
+        let cell = || actor.get_cell();
+        let failed = exit_of(SupervisionEvent::ActorFailed(cell(), "boom".into()));
+        let stopped = exit_of(SupervisionEvent::ActorTerminated(
+            cell(),
+            None,
+            Some("asked".into()),
+        ));
+        let (_, failed, said) = failed.expect("an exit");
+        assert_eq!((failed, said.as_str()), ("failed", "boom"));
+        let (_, stopped, said) = stopped.expect("an exit");
+        assert_eq!((stopped, said.as_str()), ("stopped", "asked"));
+        assert!(RESTART_REASONS.contains(&failed) && RESTART_REASONS.contains(&stopped));
+        assert!(exit_of(SupervisionEvent::ActorStarted(cell())).is_none());
+        actor.stop(None);
+        join.await.unwrap();
     }
 
     #[tokio::test]
