@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, ActorRef};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::actors::indexer::{self, Indexer, IndexerArgs};
 use crate::actors::maintenance::{self, Maintenance, MaintenanceArgs};
@@ -251,6 +252,7 @@ fn children(
             window: Duration::from_secs(s.dedup_window_secs),
             stale_after: Duration::from_millis(settings.server.request_timeout_ms)
                 + Duration::from_secs(5),
+            loads: Arc::new(Semaphore::new(s.product_loads_at_once as usize)),
         },
     };
     let mut children = vec![

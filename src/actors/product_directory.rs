@@ -31,12 +31,6 @@ use crate::telemetry;
 
 pub const KIND: &str = "product_directory";
 
-/// Product starts under way at once. Each reads the database a few times: a burst of
-/// first requests to many products (a service start under load) must leave most of
-/// the pool to the writer. More than one, so that a start that waits (on earlier
-/// writes to settle, or a slow query) holds up no other.
-const STARTS_AT_ONCE: usize = 4;
-
 /// A running product actor and what the front door checks before using it.
 #[derive(Clone)]
 pub struct ProductHandle {
@@ -148,6 +142,10 @@ pub struct ProductTemplate {
     pub dedup: super::product::DedupCache,
     pub window: Duration,
     pub stale_after: Duration,
+    /// Places for starts reading the database (`ingest.product_loads_at_once`): a
+    /// burst of first requests to many products (a service start under load) must
+    /// leave most of the pool to the writer. A start holds one only while it reads.
+    pub loads: Arc<Semaphore>,
 }
 
 pub struct DirectoryState {
@@ -158,8 +156,6 @@ pub struct DirectoryState {
     failures: HashMap<B256, VecDeque<Instant>>,
     /// Products being started → the requests waiting for them.
     starting: HashMap<B256, Vec<OpenReply>>,
-    /// Permits for starts under way ([`STARTS_AT_ONCE`]).
-    starts: Arc<Semaphore>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -189,7 +185,6 @@ impl Actor for ProductDirectory {
             by_actor: HashMap::new(),
             failures: HashMap::new(),
             starting: HashMap::new(),
-            starts: Arc::new(Semaphore::new(STARTS_AT_ONCE)),
         })
     }
 
@@ -283,11 +278,8 @@ fn open(
     }
     state.starting.insert(product, vec![reply]);
     let (myself, template) = (myself.clone(), state.args.template.clone());
-    let starts = state.starts.clone();
     tokio::spawn(async move {
-        let permit = starts.acquire_owned().await;
         let result = start(&myself, template, product).await;
-        drop(permit);
         if let Err(MessagingErr::SendErr(DirectoryMsg::Started(_, Ok(orphan)))) =
             myself.cast(DirectoryMsg::Started(product, result))
         {
@@ -305,7 +297,11 @@ async fn start(
     template: ProductTemplate,
     product: B256,
 ) -> Result<ProductHandle, OpenError> {
-    let config = match db::products::load_config(&template.pool, product).await {
+    let loaded = {
+        let _place = template.loads.acquire().await;
+        db::products::load_config(&template.pool, product).await
+    };
+    let config = match loaded {
         Ok(Some(config)) => Arc::new(config),
         Ok(None) => return Err(OpenError::Unknown),
         Err(err) => return Err(OpenError::Unavailable(err.to_string())),
@@ -320,6 +316,7 @@ async fn start(
         dedup: template.dedup,
         window: template.window,
         stale_after: template.stale_after,
+        loads: template.loads,
         queued: queued.clone(),
     };
     let (actor, _) = Actor::spawn_linked(None, Product, args, directory.get_cell())

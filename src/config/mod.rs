@@ -196,6 +196,10 @@ pub struct IngestSettings {
     pub referral_cache_edges: u64,
     /// `Retry-After` sent with 503 answers under overload.
     pub retry_after_secs: u64,
+    /// Product actors reading their state from the database at once (a burst of
+    /// first requests must leave the pool to the writer); a start waiting for its
+    /// product's earlier writes to settle holds no place.
+    pub product_loads_at_once: u64,
 }
 
 impl Default for IngestSettings {
@@ -210,6 +214,7 @@ impl Default for IngestSettings {
             dedup_cache_entries: 1_000_000,
             referral_cache_edges: 5_000_000,
             retry_after_secs: 1,
+            product_loads_at_once: 4,
         }
     }
 }
@@ -309,6 +314,10 @@ impl Settings {
             (
                 "database.acquire_timeout_ms",
                 self.database.acquire_timeout_ms,
+            ),
+            (
+                "ingest.product_loads_at_once",
+                self.ingest.product_loads_at_once,
             ),
             ("auth.token_ttl_secs", self.auth.token_ttl_secs),
             ("auth.nonce_ttl_secs", self.auth.nonce_ttl_secs),

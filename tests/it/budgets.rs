@@ -428,7 +428,12 @@ async fn a_restarted_writer_lets_its_predecessors_flush_finish_before_anything_e
 
 #[tokio::test]
 async fn a_start_waiting_for_its_products_writes_holds_up_no_other_product() {
-    let app = TestApp::spawn_with(|s| s.supervisor.restart_backoff_initial_ms = 1).await;
+    // One start at a time may read the database: the waiting one must not hold it.
+    let app = TestApp::spawn_with(|s| {
+        s.supervisor.restart_backoff_initial_ms = 1;
+        s.ingest.product_loads_at_once = 1;
+    })
+    .await;
     let product = product_with_bank(&app, "slow-start.example").await;
     campaign(
         &app,

@@ -14,7 +14,7 @@ use alloy::primitives::{Address, B256, U256};
 use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 
 use super::referral::{ProductEdges, ReferralMsg};
@@ -127,6 +127,8 @@ pub struct ProductArgs {
     pub window: Duration,
     /// An open request older than this is answered "unavailable".
     pub stale_after: Duration,
+    /// Places for starts reading the database (the directory's, shared).
+    pub loads: Arc<Semaphore>,
     /// Interactions sent to this actor and not yet processed (the front door adds).
     pub queued: Arc<AtomicU64>,
 }
@@ -201,6 +203,9 @@ impl Actor for Product {
         args: ProductArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         settle(&args).await?;
+        // Held while the state is read, not while earlier writes settle.
+        let loads = args.loads.clone();
+        let _place = loads.acquire().await?;
         let now = Utc::now();
         let since = now - args.window;
         let recent = interactions::recent_for_window(&args.pool, args.config.id, since).await?;
