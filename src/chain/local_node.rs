@@ -17,7 +17,7 @@ pub enum NodeError {
         step: &'static str,
         source: std::io::Error,
     },
-    #[error("anvil did not answer on port {port} within {secs} s")]
+    #[error("anvil did not answer on port {port} (0: any) within {secs} s")]
     Timeout { port: u16, secs: u64 },
 }
 
@@ -29,7 +29,7 @@ pub struct LocalNode {
 /// Options of a local node.
 #[derive(Debug, Clone, Default)]
 pub struct NodeOptions {
-    /// 0: a free port.
+    /// 0: a port the system chooses (then [`LocalNode::port`] says which).
     pub port: u16,
     /// Seconds between blocks; `None`: a block per transaction.
     pub block_time_secs: Option<u64>,
@@ -42,16 +42,14 @@ impl LocalNode {
         if !bin.is_file() {
             return Err(NodeError::NotFound(bin.to_owned()));
         }
-        let port = if options.port == 0 {
-            free_port()?
-        } else {
-            options.port
-        };
+        // Port 0: anvil binds a port the system chooses and says which. (A port
+        // found free beforehand could be taken by another process before anvil
+        // binds it.)
         let mut args = vec![
             "--host".to_owned(),
             "127.0.0.1".to_owned(),
             "--port".to_owned(),
-            port.to_string(),
+            options.port.to_string(),
         ];
         if let Some(secs) = options.block_time_secs {
             args.extend(["--block-time".to_owned(), secs.to_string()]);
@@ -82,9 +80,9 @@ wait "$pid" 2>/dev/null || true
                 source,
             })?;
         let stdout = guardian.stdout.take().expect("piped stdout");
-        let node = Self {
+        let mut node = Self {
             guardian: Some(guardian),
-            port,
+            port: options.port,
         };
         // anvil says "Listening on 127.0.0.1:PORT" once it accepts requests; the
         // rest of its output is drained so that it never blocks on a full pipe.
@@ -93,18 +91,18 @@ wait "$pid" 2>/dev/null || true
             let mut ready = Some(ready_tx);
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("Listening on")
+                if let Some(port) = listening_port(&line)
                     && let Some(tx) = ready.take()
                 {
-                    let _ = tx.send(());
+                    let _ = tx.send(port);
                 }
             }
         });
         let within = Duration::from_secs(30);
-        ready_rx
+        node.port = ready_rx
             .recv_timeout(within)
             .map_err(|_| NodeError::Timeout {
-                port,
+                port: options.port,
                 secs: within.as_secs(),
             })?;
         Ok(node)
@@ -133,16 +131,24 @@ impl Drop for LocalNode {
     }
 }
 
-fn free_port() -> Result<u16, NodeError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| NodeError::Io {
-        step: "finding a free port",
-        source,
-    })?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|source| NodeError::Io {
-            step: "finding a free port",
-            source,
-        })
+/// The port of anvil's "Listening on 127.0.0.1:PORT" line.
+fn listening_port(line: &str) -> Option<u16> {
+    let (_, address) = line.split_once("Listening on ")?;
+    address.trim().rsplit_once(':')?.1.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_is_read_from_the_listening_line() {
+        assert_eq!(listening_port("Listening on 127.0.0.1:39239"), Some(39239));
+        assert_eq!(
+            listening_port("  Listening on 127.0.0.1:8545\r"),
+            Some(8545)
+        );
+        assert_eq!(listening_port("Available Accounts"), None);
+        assert_eq!(listening_port("Listening on 127.0.0.1:"), None);
+    }
 }

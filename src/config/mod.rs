@@ -107,7 +107,7 @@ pub struct DevSettings {
     pub postgres_settings: Vec<String>,
     /// The anvil binary `rewardflow dev` starts when `chain.rpc_url` is empty.
     pub anvil_bin: PathBuf,
-    /// Port of the dev anvil node (on 127.0.0.1).
+    /// Port of the dev anvil node (on 127.0.0.1; 0: one the system chooses).
     pub anvil_port: u16,
     /// Seconds between blocks of the dev anvil node.
     pub anvil_block_time_secs: u64,
