@@ -120,7 +120,7 @@ class Service:
         self.env.update({
             "REWARDFLOW_DEV__DATA_DIR": os.path.join(workdir, "rewardflow"),
             "REWARDFLOW_DEV__POSTGRES_PORT": str(free_port()),
-            "REWARDFLOW_DEV__ANVIL_PORT": str(free_port()),
+            "REWARDFLOW_DEV__ANVIL_PORT": "0",  # anvil binds one the system chooses
             "REWARDFLOW_DEV__ANVIL_BIN": os.path.join(
                 ROOT, "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"),
             "REWARDFLOW_DEV__DEPLOY_SCRIPT": os.path.join(ROOT, "contracts/scripts/deploy.sh"),
