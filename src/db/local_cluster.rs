@@ -30,6 +30,8 @@ pub enum ClusterError {
     NoPostgresUser,
     #[error("{step} failed: {detail}")]
     Command { step: String, detail: String },
+    #[error("port {0} was taken before the server could bind it")]
+    PortTaken(u16),
     #[error("io error while {step}: {source}")]
     Io {
         step: String,
@@ -137,14 +139,36 @@ impl LocalCluster {
     /// and its files are deleted when this value is dropped or the process exits.
     /// Synchronous and runtime-free, so one cluster can serve many test runtimes.
     pub fn start_ephemeral(configured_bins: &Path) -> Result<Self, ClusterError> {
+        Self::start_ephemeral_with(configured_bins, free_port)
+    }
+
+    /// [`Self::start_ephemeral`] on the ports `next_port` gives: a port found free
+    /// can be taken by another process before the server binds it, and then the
+    /// cluster is started again on the next one (three tries).
+    fn start_ephemeral_with(
+        configured_bins: &Path,
+        mut next_port: impl FnMut() -> Result<u16, ClusterError>,
+    ) -> Result<Self, ClusterError> {
         let bin_dir = find_binaries(configured_bins)?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_ephemeral_on(bin_dir.clone(), next_port()?) {
+                Err(ClusterError::PortTaken(port)) if tries < 3 => {
+                    tracing::info!(port, "the test cluster's port was taken; trying another");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn start_ephemeral_on(bin_dir: PathBuf, port: u16) -> Result<Self, ClusterError> {
         let as_root = is_root();
         let dir = std::env::temp_dir().join(format!("rewardflow-pg-{}", random_token(12)));
         std::fs::create_dir_all(&dir).map_err(io_err("creating a temporary cluster directory"))?;
         if as_root {
             chown_postgres(&dir)?;
         }
-        let port = free_port()?;
         let script = r#"
 set -e
 D="$1"; BIN="$2"; PORT="$3"
@@ -181,6 +205,12 @@ rm -rf "$D"
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first)
             .map_err(io_err("waiting for the test cluster"))?;
         if first.trim() != "ready" {
+            let server_log = read_tail(&dir.join("server.log")).unwrap_or_default();
+            if server_log.contains("could not bind") {
+                let _ = guardian.wait();
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(ClusterError::PortTaken(port));
+            }
             let log = read_tail(&dir.join("initdb.log"))
                 .or_else(|| read_tail(&dir.join("server.log")))
                 .unwrap_or_default();
@@ -483,4 +513,29 @@ fn read_tail(path: &Path) -> Option<String> {
 fn random_token(len: usize) -> String {
     use rand::distr::{Alphanumeric, SampleString};
     Alphanumeric.sample_string(&mut rand::rng(), len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_taken_before_the_server_binds_it_is_replaced_by_another() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = holder.local_addr().unwrap().port();
+        let mut offered = Vec::new();
+        let cluster = LocalCluster::start_ephemeral_with(Path::new(""), || {
+            let port = if offered.is_empty() {
+                taken
+            } else {
+                free_port()?
+            };
+            offered.push(port);
+            Ok(port)
+        })
+        .expect("a cluster on the second port");
+        assert_eq!(offered.len(), 2, "{offered:?}");
+        assert_eq!(cluster.port(), offered[1]);
+        assert_ne!(cluster.port(), taken);
+    }
 }
