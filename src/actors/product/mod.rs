@@ -204,8 +204,7 @@ impl Actor for Product {
     ) -> Result<Self::State, ActorProcessingErr> {
         settle(&args).await?;
         // Held while the state is read, not while earlier writes settle.
-        let loads = args.loads.clone();
-        let _place = loads.acquire().await?;
+        let _place = args.loads.clone().acquire_owned().await?;
         let now = Utc::now();
         let since = now - args.window;
         let recent = interactions::recent_for_window(&args.pool, args.config.id, since).await?;
