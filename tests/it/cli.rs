@@ -1,7 +1,7 @@
 //! The `rewardflow` binary as operators and scripts use it.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use alloy::primitives::Address;
@@ -10,14 +10,55 @@ use crate::common::{TestApp, fresh_database, test_settings};
 
 fn rewardflow() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rewardflow"));
-    // Start from a clean slate: no inherited REWARDFLOW_* and no ./config.toml.
+    // Start from a clean slate: no inherited REWARDFLOW_* and no ./config.toml (the
+    // commands only read their working directory, so every test shares one, kept
+    // under the build's own scratch space).
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("REWARDFLOW_")) {
         command.env_remove(key);
     }
-    let dir = std::env::temp_dir().join(format!("rf-cli-{}", uuid::Uuid::new_v4().simple()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-workdir");
     std::fs::create_dir_all(&dir).unwrap();
     command.current_dir(dir);
     command
+}
+
+/// A data directory of the test's own under the system's temporary directory,
+/// removed when dropped (a `rewardflow dev` cluster is tens of megabytes).
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(prefix: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple())))
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `rewardflow` child stopped (SIGTERM, then waited for) when dropped, so that a
+/// failing test leaves no service, cluster or node running.
+struct Running(Child);
+
+impl Running {
+    /// Stops the child and returns how it exited.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.terminate();
+        }
+    }
 }
 
 #[test]
@@ -81,11 +122,11 @@ fn bad_configuration_names_the_key_and_fails() {
 
 #[tokio::test]
 async fn token_command_mints_what_the_server_accepts() {
-    let data_dir = std::env::temp_dir().join(format!("rf-data-{}", uuid::Uuid::new_v4().simple()));
+    let data_dir = DataDir::new("rf-data");
     let wallet = Address::repeat_byte(0x42);
     let output = rewardflow()
         .args(["token", "--wallet", &format!("{wallet:#x}")])
-        .env("REWARDFLOW_DEV__DATA_DIR", &data_dir)
+        .env("REWARDFLOW_DEV__DATA_DIR", &data_dir.0)
         .output()
         .unwrap();
     assert!(
@@ -100,7 +141,7 @@ async fn token_command_mints_what_the_server_accepts() {
     // A server configured with the same data directory (and no explicit secret).
     let mut settings = test_settings(&fresh_database().await);
     settings.auth.jwt_secret = Default::default();
-    settings.dev.data_dir = data_dir;
+    settings.dev.data_dir = data_dir.0.clone();
     let app = TestApp::start(settings).await.unwrap();
     let (status, body) = app.get("/v1/products", Some(token)).await;
     assert_eq!(status, 200, "{body}");
@@ -114,8 +155,8 @@ async fn token_command_mints_what_the_server_accepts() {
 
 /// Reads stdout lines until one starts with `prefix`. Unbuffered (a byte at a
 /// time), so that nothing after the line is consumed before the next call.
-fn wait_for_line(child: &mut Child, prefix: &str, seen: &mut Vec<String>) -> String {
-    let stdout = child.stdout.as_mut().unwrap();
+fn wait_for_line(child: &mut Running, prefix: &str, seen: &mut Vec<String>) -> String {
+    let stdout = child.0.stdout.as_mut().unwrap();
     loop {
         let mut bytes = Vec::new();
         let mut byte = [0u8; 1];
@@ -132,14 +173,6 @@ fn wait_for_line(child: &mut Child, prefix: &str, seen: &mut Vec<String>) -> Str
             return line;
         }
     }
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap()
 }
 
 #[tokio::test]
@@ -160,23 +193,25 @@ async fn serve_and_migrate_print_and_exit_as_documented() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains(&applied));
 
-    let mut child = rewardflow()
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
-        .env("REWARDFLOW_DATABASE__MIGRATE_ON_START", "false")
-        .env(
-            "REWARDFLOW_AUTH__JWT_SECRET",
-            "cli-test-secret-cli-test-secret-cli",
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        rewardflow()
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+            .env("REWARDFLOW_DATABASE__MIGRATE_ON_START", "false")
+            .env(
+                "REWARDFLOW_AUTH__JWT_SECRET",
+                "cli-test-secret-cli-test-secret-cli",
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut seen = Vec::new();
     let line = wait_for_line(&mut child, "listening on http://", &mut seen);
     let base = line.trim_start_matches("listening on ").to_owned();
     let response = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(response.status(), 200);
-    let status = terminate(&mut child);
+    let status = child.terminate();
     assert!(status.success(), "{status:?}");
 }
 
@@ -184,38 +219,40 @@ async fn serve_and_migrate_print_and_exit_as_documented() {
 /// survives a restart.
 #[tokio::test]
 async fn dev_runs_on_its_own_cluster_and_keeps_data_across_restarts() {
-    let data_dir = std::env::temp_dir().join(format!("rf-dev-{}", uuid::Uuid::new_v4().simple()));
+    let data_dir = DataDir::new("rf-dev");
     let free_port = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
     let port = free_port();
     let start = || {
-        rewardflow()
-            .args(["dev", "--listen", "127.0.0.1:0"])
-            .env("REWARDFLOW_DEV__DATA_DIR", &data_dir)
-            .env("REWARDFLOW_DEV__POSTGRES_PORT", port.to_string())
-            // anvil on a port the system chooses: the RPC_URL line says which.
-            .env("REWARDFLOW_DEV__ANVIL_PORT", "0")
-            // The command runs in a scratch directory: the repository's tools by path.
-            .env(
-                "REWARDFLOW_DEV__ANVIL_BIN",
-                crate::chain_fixture::anvil_bin(),
-            )
-            .env(
-                "REWARDFLOW_DEV__DEPLOY_SCRIPT",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts/scripts/deploy.sh"),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        Running(
+            rewardflow()
+                .args(["dev", "--listen", "127.0.0.1:0"])
+                .env("REWARDFLOW_DEV__DATA_DIR", &data_dir.0)
+                .env("REWARDFLOW_DEV__POSTGRES_PORT", port.to_string())
+                // anvil on a port the system chooses: the RPC_URL line says which.
+                .env("REWARDFLOW_DEV__ANVIL_PORT", "0")
+                // The command runs in a scratch directory: the repository's tools by path.
+                .env(
+                    "REWARDFLOW_DEV__ANVIL_BIN",
+                    crate::chain_fixture::anvil_bin(),
+                )
+                .env(
+                    "REWARDFLOW_DEV__DEPLOY_SCRIPT",
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts/scripts/deploy.sh"),
+                )
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     };
     let wallet = Address::repeat_byte(0x99);
     let token = {
         let output = rewardflow()
             .args(["token", "--wallet", &format!("{wallet:#x}")])
-            .env("REWARDFLOW_DEV__DATA_DIR", &data_dir)
+            .env("REWARDFLOW_DEV__DATA_DIR", &data_dir.0)
             .output()
             .unwrap();
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
@@ -303,7 +340,7 @@ async fn dev_runs_on_its_own_cluster_and_keeps_data_across_restarts() {
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    assert!(terminate(&mut child).success());
+    assert!(child.terminate().success());
 
     let mut child = start();
     let mut seen = Vec::new();
@@ -323,5 +360,5 @@ async fn dev_runs_on_its_own_cluster_and_keeps_data_across_restarts() {
         products["products"][0]["domain"], "dev.example",
         "{products}"
     );
-    assert!(terminate(&mut child).success());
+    assert!(child.terminate().success());
 }
