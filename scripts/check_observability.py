@@ -119,8 +119,9 @@ class Service:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("REWARDFLOW_")}
         self.env.update({
             "REWARDFLOW_DEV__DATA_DIR": os.path.join(workdir, "rewardflow"),
-            "REWARDFLOW_DEV__POSTGRES_PORT": str(free_port()),
-            "REWARDFLOW_DEV__ANVIL_PORT": "0",  # anvil binds one the system chooses
+            # PostgreSQL and anvil on ports found when they start.
+            "REWARDFLOW_DEV__POSTGRES_PORT": "0",
+            "REWARDFLOW_DEV__ANVIL_PORT": "0",
             "REWARDFLOW_DEV__ANVIL_BIN": os.path.join(
                 ROOT, "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"),
             "REWARDFLOW_DEV__DEPLOY_SCRIPT": os.path.join(ROOT, "contracts/scripts/deploy.sh"),
@@ -166,9 +167,8 @@ class Service:
 class Prometheus:
     def __init__(self, workdir, target):
         self.workdir = workdir
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        config = os.path.join(workdir, "prometheus.yml")
+        self.config = os.path.join(workdir, "prometheus.yml")
+        config = self.config
         with open(config, "w") as f:
             f.write(f"""global:
   scrape_interval: 1s
@@ -180,24 +180,34 @@ scrape_configs:
     static_configs:
       - targets: ["{target}"]
 """)
-        self.args = ["prometheus", f"--config.file={config}",
-                     f"--storage.tsdb.path={os.path.join(workdir, 'prometheus-data')}",
-                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
         self.process = None
 
     def start(self):
-        log = open(os.path.join(self.workdir, "prometheus.log"), "w")
-        self.process = subprocess.Popen(self.args, cwd=self.workdir, stdout=log, stderr=log)
+        """Starts Prometheus on a port found free; if another process took that port
+        before Prometheus bound it, on another one (three tries)."""
+        log_path = os.path.join(self.workdir, "prometheus.log")
+        for attempt in range(3):
+            self.port = free_port()
+            self.base = f"http://127.0.0.1:{self.port}"
+            log = open(log_path, "w")
+            self.process = subprocess.Popen(
+                ["prometheus", f"--config.file={self.config}",
+                 f"--storage.tsdb.path={os.path.join(self.workdir, 'prometheus-data')}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                cwd=self.workdir, stdout=log, stderr=log)
 
-        def ready():
-            if self.process.poll() is not None:
-                raise RuntimeError("prometheus exited:\n"
-                                   + open(os.path.join(self.workdir, "prometheus.log")).read())
-            try:
-                return http("GET", self.base + "/-/ready")[0] == 200
-            except OSError:
-                return False
-        poll("Prometheus to be ready", ready)
+            def ready():
+                if self.process.poll() is not None:
+                    return "exited"
+                try:
+                    return http("GET", self.base + "/-/ready")[0] == 200
+                except OSError:
+                    return False
+            if poll("Prometheus to be ready", ready) != "exited":
+                return
+            text = open(log_path).read()
+            if "address already in use" not in text or attempt == 2:
+                raise RuntimeError("prometheus exited:\n" + text)
 
     def query(self, expr):
         """(status, result list or error text) of an instant query."""

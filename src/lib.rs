@@ -14,3 +14,5 @@ pub mod http;
 pub mod limits;
 pub mod readiness;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;

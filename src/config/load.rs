@@ -265,6 +265,7 @@ fn set_path(table: &mut Table, key: &str, value: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::TempDir;
 
     fn env(pairs: &[(&str, &str)]) -> ConfigSource {
         ConfigSource {
@@ -281,29 +282,11 @@ mod tests {
         let mut source = env(pairs);
         source.file = None;
         // `None` looks for ./config.toml; keep tests independent of the cwd.
-        let dir = TempDir::new();
-        let file = dir.0.join("empty.toml");
+        let dir = TempDir::new("rf-cfg");
+        let file = dir.path().join("empty.toml");
         std::fs::write(&file, "").unwrap();
         source.file = Some(file);
         Settings::load(&source)
-    }
-
-    /// A directory of its own under the system's temporary directory, removed
-    /// when dropped.
-    struct TempDir(std::path::PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!("rf-cfg-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 
     #[test]
@@ -351,8 +334,8 @@ mod tests {
 
     #[test]
     fn file_then_env_then_flags() {
-        let dir = TempDir::new();
-        let file = dir.0.join("config.toml");
+        let dir = TempDir::new("rf-cfg");
+        let file = dir.path().join("config.toml");
         std::fs::write(
             &file,
             "[server]\nlisten = \"127.0.0.1:1111\"\nrequest_timeout_ms = 5\n[database]\nmax_connections = 3\n",

@@ -98,7 +98,7 @@ impl Default for DatabaseSettings {
 pub struct DevSettings {
     /// Directory for local state: the dev PostgreSQL cluster and generated dev secrets.
     pub data_dir: PathBuf,
-    /// TCP port of the dev PostgreSQL cluster (on 127.0.0.1).
+    /// TCP port of the dev PostgreSQL cluster (on 127.0.0.1; 0: a free one).
     pub postgres_port: u16,
     /// Directory holding `initdb`, `pg_ctl`, `postgres`. Empty: auto-detect.
     pub postgres_bin_dir: PathBuf,

@@ -30,7 +30,7 @@ pub enum ClusterError {
     NoPostgresUser,
     #[error("{step} failed: {detail}")]
     Command { step: String, detail: String },
-    #[error("port {0} was taken before the server could bind it")]
+    #[error("port {0} is already in use by another process")]
     PortTaken(u16),
     #[error("io error while {step}: {source}")]
     Io {
@@ -59,7 +59,8 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts (creating it on first use) the durable dev cluster under `state_dir`,
-    /// and makes sure the `rewardflow` database exists.
+    /// and makes sure the `rewardflow` database exists. `port` 0: a free one (a
+    /// cluster already running keeps its own), see [`Self::port`].
     pub async fn start_durable(
         state_dir: &Path,
         port: u16,
@@ -111,7 +112,7 @@ impl LocalCluster {
             .trim()
             .to_owned();
 
-        let cluster = Self {
+        let mut cluster = Self {
             port,
             user: DEV_USER.into(),
             password: Some(password),
@@ -120,6 +121,9 @@ impl LocalCluster {
             guardian: None,
         };
         if cluster.is_running(as_root).await {
+            if port == 0 {
+                cluster.port = running_port(&cluster.data_dir).unwrap_or(0);
+            }
             // Ours from an earlier run — unless it is still shutting down (a `dev`
             // that just stopped): then let the stop finish and start it again.
             match cluster.ensure_database(DEV_DATABASE).await {
@@ -229,6 +233,7 @@ rm -rf "$D"
         })
     }
 
+    /// The port the server listens on (the one found when started with port 0).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -268,17 +273,46 @@ rm -rf "$D"
         self.stop_server().await
     }
 
+    /// Starts the durable server on `port`, or when it is 0 on a free one: a port
+    /// found free can be taken by another process before the server binds it, and
+    /// then the server is started on the next one (three tries).
     async fn start_server(
-        &self,
+        &mut self,
         as_root: bool,
         port: u16,
         server_settings: &[String],
     ) -> Result<(), ClusterError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            self.port = if port == 0 { free_port()? } else { port };
+            match self.start_server_on(as_root, server_settings).await {
+                Err(ClusterError::PortTaken(taken)) if port == 0 && tries < 3 => {
+                    tracing::info!(
+                        port = taken,
+                        "the dev cluster's port was taken; trying another"
+                    );
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// `pg_ctl start` on `self.port`; [`ClusterError::PortTaken`] when the server
+    /// could not bind it.
+    async fn start_server_on(
+        &self,
+        as_root: bool,
+        server_settings: &[String],
+    ) -> Result<(), ClusterError> {
+        let port = self.port;
         let mut options =
             format!("-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''");
         for setting in server_settings {
             options.push_str(&format!(" -c {setting}"));
         }
+        let logged_before =
+            std::fs::metadata(self.data_dir.join("server.log")).map_or(0, |m| m.len() as usize);
         run(
             as_root,
             self.bin_dir.join("pg_ctl"),
@@ -297,7 +331,17 @@ rm -rf "$D"
             "pg_ctl start",
         )
         .await
-        .map_err(|err| self.with_log(err))?;
+        .map_err(|err| {
+            // The server log is kept across runs: only this start's lines count.
+            let log = self.data_dir.join("server.log");
+            let written = std::fs::read(&log).unwrap_or_default();
+            let this_start = written.get(logged_before..).unwrap_or_default();
+            if String::from_utf8_lossy(this_start).contains("could not bind") {
+                ClusterError::PortTaken(port)
+            } else {
+                self.with_log(err)
+            }
+        })?;
         Ok(())
     }
 
@@ -495,6 +539,12 @@ fn write_private(path: &Path, contents: &str) -> Result<(), ClusterError> {
         .map_err(io_err("restricting a password file"))
 }
 
+/// The port a running cluster listens on: the fourth line of its `postmaster.pid`.
+fn running_port(data_dir: &Path) -> Option<u16> {
+    let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    pid_file.lines().nth(3)?.trim().parse().ok()
+}
+
 fn free_port() -> Result<u16, ClusterError> {
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
@@ -517,7 +567,10 @@ fn random_token(len: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::Connection;
+
     use super::*;
+    use crate::test_support::TempDir;
 
     #[test]
     fn a_port_taken_before_the_server_binds_it_is_replaced_by_another() {
@@ -537,5 +590,40 @@ mod tests {
         assert_eq!(offered.len(), 2, "{offered:?}");
         assert_eq!(cluster.port(), offered[1]);
         assert_ne!(cluster.port(), taken);
+    }
+
+    #[tokio::test]
+    async fn a_durable_cluster_names_a_taken_port_and_on_port_0_finds_a_free_one() {
+        let scratch = TempDir::new("rf-durable");
+        let state = scratch.path().join("state");
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = holder.local_addr().unwrap().port();
+        let refused = LocalCluster::start_durable(&state, taken, Path::new(""), &[]).await;
+        assert!(
+            matches!(refused, Err(ClusterError::PortTaken(port)) if port == taken),
+            "{:?}",
+            refused.err()
+        );
+
+        let cluster = LocalCluster::start_durable(&state, 0, Path::new(""), &[])
+            .await
+            .expect("a cluster on a free port");
+        let port = cluster.port();
+        assert!(port != 0 && port != taken, "{port}");
+        let mut conn = sqlx::PgConnection::connect(&cluster.dev_url())
+            .await
+            .unwrap();
+        let one: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+        // Started again while it runs, it keeps the port it has.
+        let again = LocalCluster::start_durable(&state, 0, Path::new(""), &[])
+            .await
+            .unwrap();
+        assert_eq!(again.port(), port);
+        drop(conn);
+        cluster.stop().await.unwrap();
     }
 }

@@ -220,18 +220,14 @@ async fn serve_and_migrate_print_and_exit_as_documented() {
 #[tokio::test]
 async fn dev_runs_on_its_own_cluster_and_keeps_data_across_restarts() {
     let data_dir = DataDir::new("rf-dev");
-    let free_port = || {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let port = free_port();
     let start = || {
         Running(
             rewardflow()
                 .args(["dev", "--listen", "127.0.0.1:0"])
                 .env("REWARDFLOW_DEV__DATA_DIR", &data_dir.0)
-                .env("REWARDFLOW_DEV__POSTGRES_PORT", port.to_string())
-                // anvil on a port the system chooses: the RPC_URL line says which.
+                // PostgreSQL and anvil on free ports: the DATABASE_URL and RPC_URL
+                // lines say which.
+                .env("REWARDFLOW_DEV__POSTGRES_PORT", "0")
                 .env("REWARDFLOW_DEV__ANVIL_PORT", "0")
                 // The command runs in a scratch directory: the repository's tools by path.
                 .env(
@@ -262,10 +258,12 @@ async fn dev_runs_on_its_own_cluster_and_keeps_data_across_restarts() {
     let mut child = start();
     let mut seen = Vec::new();
     let db_line = wait_for_line(&mut child, "DATABASE_URL=postgres://", &mut seen);
-    assert!(
-        db_line.contains(&format!("127.0.0.1:{port}/rewardflow")),
-        "{db_line}"
-    );
+    let pg_port: u16 = db_line
+        .split_once("@127.0.0.1:")
+        .and_then(|(_, rest)| rest.strip_suffix("/rewardflow"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{db_line}"));
+    assert_ne!(pg_port, 0, "{db_line}");
     let value = |line: String| line.split_once('=').unwrap().1.to_owned();
     let rpc = value(wait_for_line(&mut child, "RPC_URL=", &mut seen));
     let anvil_port: u16 = rpc
