@@ -303,7 +303,9 @@ pub async fn note_error(pool: &PgPool, batch: Uuid, error: &str) -> Result<(), D
 }
 
 /// A batch that will never be paid (`failed`: reverted; `expired`: its deadline
-/// passed unused): its rewards go back to `pending` with the reason.
+/// passed unused): its rewards go back to `pending` with the reason — but those
+/// of an order refunded meanwhile are cancelled (`refunds::cancel_abandoned`).
+/// Returns how many went back to `pending`.
 pub async fn abandon(
     pool: &PgPool,
     batch: Uuid,
@@ -324,6 +326,16 @@ pub async fn abandon(
     if updated.rows_affected() == 0 {
         return Ok(0);
     }
+    // Locked first, in primary-key order (as refunds lock them): a refund of their
+    // order committing now is waited for, and the next statements see it.
+    sqlx::query(
+        "SELECT 1 FROM rewards WHERE batch_id = $1 AND status = 'pushing'
+         ORDER BY interaction_id, campaign_id, recipient_type FOR UPDATE",
+    )
+    .bind(batch)
+    .execute(&mut *tx)
+    .await?;
+    super::refunds::cancel_abandoned(&mut tx, batch).await?;
     let rewards = sqlx::query(
         "UPDATE rewards SET status = 'pending', batch_id = NULL, status_reason = $2
          WHERE batch_id = $1 AND status = 'pushing'",

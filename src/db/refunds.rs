@@ -74,18 +74,22 @@ pub async fn cancel(
     let purchase_ids: Vec<Uuid> = purchases.iter().map(|(_, p, _)| *p).collect();
 
     // Locked in primary-key order, the order pushers lock them in (`db::push`).
+    // Rewards on their way on-chain are locked too: a batch being abandoned right
+    // now puts them back to pending first (they are then cancelled here, as read
+    // after the wait), or waits for this refund and cancels them itself.
     let cancelled = sqlx::query(
         "WITH target AS (
-             SELECT w.interaction_id, w.campaign_id, w.recipient_type, p.refund_id FROM rewards w
+             SELECT w.interaction_id, w.campaign_id, w.recipient_type, w.status, p.refund_id
+             FROM rewards w
              JOIN UNNEST($1::uuid[], $2::uuid[]) AS p(purchase, refund_id) ON w.interaction_id = p.purchase
-             WHERE w.status = 'pending'
+             WHERE w.status IN ('pending', 'pushing')
              ORDER BY w.interaction_id, w.campaign_id, w.recipient_type
              FOR UPDATE OF w)
          UPDATE rewards w SET status = 'cancelled', cancelled_at = now(),
              cancel_reason = 'order refunded (interaction ' || t.refund_id || ')'
          FROM target t
          WHERE w.interaction_id = t.interaction_id AND w.campaign_id = t.campaign_id
-           AND w.recipient_type = t.recipient_type
+           AND w.recipient_type = t.recipient_type AND t.status = 'pending'
          RETURNING w.interaction_id, w.campaign_id, w.recipient_type, w.amount::text AS amount",
     )
     .bind(&purchase_ids)
@@ -113,17 +117,7 @@ pub async fn cancel(
     .fetch_all(&mut *conn)
     .await?;
     let campaigns: Vec<i64> = cancelled.iter().map(|r| r.get("campaign_id")).collect();
-    let limits: Vec<(i64, bool, bool)> = sqlx::query_as(
-        "SELECT id, budget_cap > 0, max_rewards_per_user IS NOT NULL FROM campaigns
-         WHERE id = ANY($1)",
-    )
-    .bind(&campaigns)
-    .fetch_all(&mut *conn)
-    .await?;
-    let counted = Counted {
-        budget: limits.iter().filter(|l| l.1).map(|l| l.0).collect(),
-        per_user: limits.iter().filter(|l| l.2).map(|l| l.0).collect(),
-    };
+    let counted = counted(conn, &campaigns).await?;
 
     let outcomes: Vec<RefundOutcome> = requests
         .iter()
@@ -163,6 +157,144 @@ pub async fn cancel(
     .execute(&mut *conn)
     .await?;
     Ok(outcomes)
+}
+
+/// When a batch is abandoned (`db::push::abandon`, its rewards locked): cancels
+/// its rewards whose purchase was refunded while they were on their way on-chain
+/// (the refund had to keep them), gives back what that frees, and records it on
+/// the refund. Returns how many it cancelled. What is given back reaches the
+/// product actors' memory at their next (re)load: until then they count it as
+/// spent, which can only pay less, never more.
+pub async fn cancel_abandoned(conn: &mut PgConnection, batch: Uuid) -> Result<u64, DbError> {
+    let completed = InteractionType::PurchaseCompleted.as_str();
+    let refunded = InteractionType::PurchaseRefunded.as_str();
+    let cancelled = sqlx::query(
+        "WITH target AS (
+             SELECT r.interaction_id, r.campaign_id, r.recipient_type, f.id AS refund_id
+             FROM rewards r
+             JOIN interactions p ON p.id = r.interaction_id AND p.type = $2
+             JOIN interactions f ON f.product_id = p.product_id
+                 AND f.dedup_key = $3 || substr(p.dedup_key, length($2) + 1)
+             WHERE r.batch_id = $1 AND r.status = 'pushing')
+         UPDATE rewards w SET status = 'cancelled', batch_id = NULL, cancelled_at = now(),
+             cancel_reason = 'order refunded (interaction ' || t.refund_id || ')'
+         FROM target t
+         WHERE w.interaction_id = t.interaction_id AND w.campaign_id = t.campaign_id
+           AND w.recipient_type = t.recipient_type
+         RETURNING w.interaction_id, w.campaign_id, w.recipient_type, w.amount::text AS amount,
+             t.refund_id",
+    )
+    .bind(batch)
+    .bind(completed)
+    .bind(refunded)
+    .fetch_all(&mut *conn)
+    .await?;
+    if cancelled.is_empty() {
+        return Ok(0);
+    }
+    let purchases: Vec<Uuid> = cancelled
+        .iter()
+        .map(|row| row.get::<Uuid, _>("interaction_id"))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Every cancelled reward of those purchases (these included), who bought,
+    // and where they still have rewards on-chain or on their way.
+    let all: Vec<(Uuid, i64, bool, String)> = sqlx::query_as(
+        "SELECT interaction_id, campaign_id, recipient_type = 'user', amount::text FROM rewards
+         WHERE interaction_id = ANY($1) AND status = 'cancelled'",
+    )
+    .bind(&purchases)
+    .fetch_all(&mut *conn)
+    .await?;
+    let buyers: HashMap<Uuid, Option<Vec<u8>>> =
+        sqlx::query_as("SELECT id, wallet FROM interactions WHERE id = ANY($1)")
+            .bind(&purchases)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+    let kept: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT DISTINCT interaction_id, campaign_id FROM rewards
+         WHERE interaction_id = ANY($1) AND status IN ('pushing', 'pushed')",
+    )
+    .bind(&purchases)
+    .fetch_all(&mut *conn)
+    .await?;
+    let campaigns: Vec<i64> = all.iter().map(|r| r.1).collect();
+    let counted = counted(conn, &campaigns).await?;
+
+    let mut effects = RefundEffects::default();
+    for purchase in &purchases {
+        let reward = |campaign_id: i64, is_user: bool, amount: &str| CancelledReward {
+            campaign_id,
+            is_user,
+            amount: parse_u256(amount),
+        };
+        let now: Vec<CancelledReward> = cancelled
+            .iter()
+            .filter(|row| row.get::<Uuid, _>("interaction_id") == *purchase)
+            .map(|row| {
+                reward(
+                    row.get("campaign_id"),
+                    row.get::<&str, _>("recipient_type") == "user",
+                    row.get("amount"),
+                )
+            })
+            .collect();
+        let every: Vec<CancelledReward> = all
+            .iter()
+            .filter(|r| r.0 == *purchase)
+            .map(|r| reward(r.1, r.2, &r.3))
+            .collect();
+        let still: BTreeSet<i64> = kept
+            .iter()
+            .filter(|k| k.0 == *purchase)
+            .map(|k| k.1)
+            .collect();
+        let buyer = buyers
+            .get(purchase)
+            .and_then(|w| w.as_deref())
+            .map(Address::from_slice);
+        effects.merge(&RefundEffects::of_abandoned(
+            buyer, &now, &every, &still, &counted,
+        ));
+    }
+    give_back(conn, &effects).await?;
+
+    let mut per_refund: HashMap<Uuid, i32> = HashMap::new();
+    for row in &cancelled {
+        *per_refund.entry(row.get("refund_id")).or_default() += 1;
+    }
+    sqlx::query(
+        "UPDATE interactions i SET data = jsonb_set(jsonb_set(i.data,
+             '{refund,cancelled_rewards}',
+             to_jsonb((i.data #>> '{refund,cancelled_rewards}')::int + u.n)),
+             '{refund,kept_rewards}',
+             to_jsonb(GREATEST((i.data #>> '{refund,kept_rewards}')::int - u.n, 0)))
+         FROM UNNEST($1::uuid[], $2::int[]) AS u(id, n)
+         WHERE i.id = u.id AND i.data ? 'refund'",
+    )
+    .bind(per_refund.keys().copied().collect::<Vec<_>>())
+    .bind(per_refund.values().copied().collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(cancelled.len() as u64)
+}
+
+/// Which of `campaigns` have a budget cap, and which count rewards per user.
+async fn counted(conn: &mut PgConnection, campaigns: &[i64]) -> Result<Counted, DbError> {
+    let limits: Vec<(i64, bool, bool)> = sqlx::query_as(
+        "SELECT id, budget_cap > 0, max_rewards_per_user IS NOT NULL FROM campaigns
+         WHERE id = ANY($1)",
+    )
+    .bind(campaigns)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Counted {
+        budget: limits.iter().filter(|l| l.1).map(|l| l.0).collect(),
+        per_user: limits.iter().filter(|l| l.2).map(|l| l.0).collect(),
+    })
 }
 
 /// The order ids a product has stored refunds for (its actor's memory of them).

@@ -67,6 +67,40 @@ impl RefundEffects {
         effects
     }
 
+    /// The effects of cancelling, when their batch was abandoned, rewards of a
+    /// refunded purchase that were on their way on-chain when the refund came (it
+    /// kept them then, and gave back nothing for them). `now`: those rewards;
+    /// `all`: every cancelled reward of the purchase, those included; `kept`:
+    /// campaigns in which the purchase still has rewards pushing or pushed. Their
+    /// budget comes back; the buyer's counter of a campaign in `now` comes back
+    /// once nothing of the purchase is kept in it, with the buyer's whole
+    /// cancelled amount there.
+    pub fn of_abandoned(
+        buyer: Option<Address>,
+        now: &[CancelledReward],
+        all: &[CancelledReward],
+        kept: &BTreeSet<i64>,
+        counted: &Counted,
+    ) -> Self {
+        let budgets_only = Counted {
+            budget: counted.budget.clone(),
+            per_user: BTreeSet::new(),
+        };
+        let mut effects = Self::of_purchase(None, now, kept, &budgets_only);
+        let touched: BTreeSet<i64> = now.iter().map(|r| r.campaign_id).collect();
+        let in_touched: Vec<CancelledReward> = all
+            .iter()
+            .filter(|r| touched.contains(&r.campaign_id))
+            .cloned()
+            .collect();
+        let counters_only = Counted {
+            budget: BTreeSet::new(),
+            per_user: counted.per_user.clone(),
+        };
+        effects.counters = Self::of_purchase(buyer, &in_touched, kept, &counters_only).counters;
+        effects
+    }
+
     pub fn merge(&mut self, other: &RefundEffects) {
         for (campaign, amount) in &other.budgets {
             *self.budgets.entry(*campaign).or_default() += *amount;
@@ -145,5 +179,45 @@ mod tests {
         assert_eq!(total.budgets[&1], U256::from(18));
         assert_eq!(total.counters[&(1, buyer)], (2, U256::from(10)));
         assert!(RefundEffects::of_purchase(Some(buyer), &[], &kept, &capped).is_empty());
+    }
+
+    #[test]
+    fn an_abandoned_batch_gives_back_what_the_refund_had_to_keep() {
+        let buyer = Address::repeat_byte(1);
+        let capped = Counted {
+            budget: BTreeSet::from([1, 2]),
+            per_user: BTreeSet::from([1, 2]),
+        };
+        // At the refund, campaign 1's user share (5) was cancelled and its referrer
+        // share (4) kept, pushing; campaign 2's user share (7) was kept too.
+        let before = [reward(1, true, 5)];
+        let now = [reward(1, false, 4), reward(2, true, 7)];
+        let all: Vec<CancelledReward> = before.iter().chain(&now).cloned().collect();
+        let effects =
+            RefundEffects::of_abandoned(Some(buyer), &now, &all, &BTreeSet::new(), &capped);
+        // Only what is cancelled now comes back to the budgets (5 came back then).
+        assert_eq!(
+            effects.budgets,
+            BTreeMap::from([(1, U256::from(4)), (2, U256::from(7))])
+        );
+        // The counters come back now, with the buyer's whole cancelled amount.
+        assert_eq!(
+            effects.counters,
+            BTreeMap::from([
+                ((1, buyer), (1, U256::from(5))),
+                ((2, buyer), (1, U256::from(7)))
+            ])
+        );
+        // A campaign still paying part of the purchase keeps counting it, and a
+        // campaign this batch did not touch is not counted again.
+        let kept = BTreeSet::from([2]);
+        let effects = RefundEffects::of_abandoned(Some(buyer), &now[..1], &all, &kept, &capped);
+        assert_eq!(effects.budgets, BTreeMap::from([(1, U256::from(4))]));
+        assert_eq!(
+            effects.counters,
+            BTreeMap::from([((1, buyer), (1, U256::from(5)))])
+        );
+        let untouched = RefundEffects::of_abandoned(Some(buyer), &[], &all, &kept, &capped);
+        assert!(untouched.is_empty());
     }
 }

@@ -419,6 +419,104 @@ async fn a_refund_after_the_push_keeps_what_was_pushed() {
     assert_exactly_once(&app, &chain).await;
 }
 
+/// A refund that comes while the order's reward is in a batch has to keep it. When
+/// that batch is then abandoned (here: its deadline passed unused), the reward is
+/// cancelled rather than put back to pending and pushed later, its budget and the
+/// buyer's counter come back, and the refund's record says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refunded_reward_whose_batch_is_abandoned_is_cancelled_not_pushed() {
+    use crate::webhooks::{configure, custom_order, deliver_signed};
+    use rewardflow::domain::webhook::Platform;
+    let chain = TestChain::start().await;
+    let database = fresh_database().await;
+    let with_chain = || {
+        let mut s: Settings = test_settings(&database);
+        chain.configure(&mut s);
+        s
+    };
+    // No pusher in this process: the test plays its steps.
+    let first = TestApp::start(test_settings(&database)).await.unwrap();
+    let extra = json!({"budget_cap": "100000000000000000000", "max_rewards_per_user": 1});
+    let (product, campaign) = product_and_campaign(&first, &chain, extra).await;
+    let secret = configure(&first, &product, json!({"platform": "custom"})).await;
+    let buyer = user(60);
+    let deliver = |status: &'static str| {
+        let order = custom_order("X-2", status, Some(buyer));
+        let (app, product, secret) = (&first, &product, &secret);
+        async move { deliver_signed(app, product, Platform::Custom, secret, None, &order).await }
+    };
+    let (status, paid) = deliver("paid").await;
+    assert_eq!(status, 200, "{paid}");
+
+    let steps = manual_pusher(&first, &chain, &with_chain(), 10).await;
+    steps.sync_campaigns().await.unwrap();
+    let work = steps.work().await.unwrap();
+    let batch = steps.prepare(&work[0]).await.unwrap().expect("a batch");
+    let (status, refund) = deliver("refunded").await;
+    assert_eq!(status, 200, "{refund}");
+    assert_eq!(refund["refund"]["kept_rewards"], 1, "{refund}");
+    assert_eq!(refund["refund"]["cancelled_rewards"], 0, "{refund}");
+
+    let returned = ledger::abandon(
+        &first.ctx.pool,
+        batch.id,
+        "expired",
+        "deadline passed unused",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        returned, 0,
+        "nothing of the refunded order goes back to pending"
+    );
+    let (status, reason): (String, String) =
+        sqlx::query_as("SELECT status, cancel_reason FROM rewards")
+            .fetch_one(&first.ctx.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "cancelled");
+    assert!(reason.contains("order refunded"), "{reason}");
+    let (_, view) = first
+        .get(
+            &format!("/v1/campaigns/{campaign}"),
+            Some(&owner_token(&first)),
+        )
+        .await;
+    assert_eq!(view["used_budget"], "0", "{view}");
+    assert_eq!(
+        scalar_i64(
+            &first,
+            "SELECT coalesce(sum(reward_count), 0) FROM campaign_user_rewards",
+        )
+        .await,
+        0,
+        "the buyer's counter came back"
+    );
+    let recorded = scalar_i64(
+        &first,
+        "SELECT count(*) FROM interactions WHERE type = 'purchase.refunded'
+         AND (data->'refund'->>'cancelled_rewards')::int = 1
+         AND (data->'refund'->>'kept_rewards')::int = 0",
+    )
+    .await;
+    assert_eq!(recorded, 1, "the refund's record follows");
+    first.stop().await.unwrap();
+
+    // A service with a pusher has nothing to pay the buyer.
+    let second = TestApp::start(with_chain()).await.unwrap();
+    all_pushed(&second).await;
+    assert_eq!(chain.pending_on_chain(buyer).await, U256::ZERO);
+    assert_eq!(
+        scalar_i64(
+            &second,
+            "SELECT count(*) FROM rewards WHERE status = 'pushed'"
+        )
+        .await,
+        0
+    );
+    second.stop().await.unwrap();
+}
+
 /// A transaction the node dropped from its pool leaves a gap in the account's
 /// nonces: every later one would wait behind it for ever. Re-sending the batch after
 /// `resync_nonce` takes the missing nonce, and the batch is paid.
