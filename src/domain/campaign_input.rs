@@ -88,6 +88,18 @@ pub struct CampaignSpec {
     pub metadata: Value,
 }
 
+/// Reward amounts (fixed, or a range's bounds) have at most 60 decimal digits:
+/// below 10^60 base units (10^42 tokens of 18 decimals). That keeps every product
+/// of the formula (amount × bps, a range's width × 2^53) inside 256 bits.
+pub const MAX_REWARD_DIGITS: usize = 60;
+
+/// The largest `beta_bps` (β = 100): the draws of a larger β all sit at the
+/// range's minimum.
+pub const MAX_BETA_BPS: u32 = 1_000_000;
+
+/// The largest `max_rewards_per_user` (it is stored as a 32-bit integer).
+pub const MAX_REWARDS_PER_USER: u32 = i32::MAX as u32;
+
 /// A non-negative integer amount in base units, as a decimal string.
 pub fn parse_amount(text: &str) -> Option<U256> {
     if text.is_empty() || text.len() > 78 || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -130,28 +142,31 @@ impl CampaignInput {
         if token.is_none() {
             bad("token", "must be a 0x-prefixed 20-byte hex address");
         }
+        let reward_amount =
+            |text: &str| parse_amount(text).filter(|_| text.len() <= MAX_REWARD_DIGITS);
         let reward = match &self.reward {
-            RewardInput::Fixed { amount } => match parse_amount(amount) {
+            RewardInput::Fixed { amount } => match reward_amount(amount) {
                 Some(amount) if !amount.is_zero() => Some(RewardSpec::Fixed { amount }),
                 _ => {
                     bad(
                         "reward.amount",
-                        "must be a positive integer in base units, as a decimal string",
+                        "must be a positive integer in base units below 10^60, as a decimal string",
                     );
                     None
                 }
             },
             RewardInput::Range { min, max, beta_bps } => {
-                match (parse_amount(min), parse_amount(max)) {
-                    (Some(min), Some(max)) if min <= max && !max.is_zero() && *beta_bps > 0 => {
+                let beta_ok = (1..=MAX_BETA_BPS).contains(beta_bps);
+                match (reward_amount(min), reward_amount(max)) {
+                    (Some(min), Some(max)) if min <= max && !max.is_zero() && beta_ok => {
                         Some(RewardSpec::Range {
                             min,
                             max,
                             beta_bps: *beta_bps,
                         })
                     }
-                    (Some(_), Some(_)) if *beta_bps == 0 => {
-                        bad("reward.beta_bps", "must be greater than 0");
+                    (Some(_), Some(_)) if !beta_ok => {
+                        bad("reward.beta_bps", "must be between 1 and 1000000");
                         None
                     }
                     (Some(_), Some(_)) => {
@@ -164,7 +179,7 @@ impl CampaignInput {
                     _ => {
                         bad(
                             "reward",
-                            "min and max must be integers in base units, as decimal strings",
+                            "min and max must be integers in base units below 10^60, as decimal strings",
                         );
                         None
                     }
@@ -180,10 +195,13 @@ impl CampaignInput {
         if self.max_depth > MAX_DEPTH {
             bad("max_depth", "must be between 0 and 5");
         }
-        if self.max_rewards_per_user == Some(0) {
+        if self
+            .max_rewards_per_user
+            .is_some_and(|n| n == 0 || n > MAX_REWARDS_PER_USER)
+        {
             bad(
                 "max_rewards_per_user",
-                "must be positive, or null for no limit",
+                "must be between 1 and 2147483647, or null for no limit",
             );
         }
         let budget_cap = parse_amount(&self.budget_cap);
@@ -309,6 +327,58 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(errors[0].field, "reward.min");
+    }
+
+    #[test]
+    fn values_the_formula_or_the_database_cannot_hold_are_refused() {
+        let with = |reward: Value, cap: Value| {
+            let mut body = json!({"name": "x", "trigger": "webshop.open", "token": TOKEN,
+                "reward": reward});
+            body["max_rewards_per_user"] = cap;
+            input(body).validate()
+        };
+        let largest = "9".repeat(MAX_REWARD_DIGITS);
+        let spec = with(
+            json!({"type": "fixed", "amount": largest}),
+            json!(2147483647),
+        )
+        .unwrap();
+        // The formula's products of the largest amount stay inside 256 bits.
+        let RewardSpec::Fixed { amount } = spec.reward else {
+            panic!("fixed");
+        };
+        assert!(amount.checked_mul(U256::from(BPS)).is_some());
+        assert!(amount.checked_mul(U256::from(1u64 << 53)).is_some());
+        let too_large = format!("1{}", "0".repeat(MAX_REWARD_DIGITS));
+        let field = |r: Result<CampaignSpec, Vec<InvalidField>>| r.unwrap_err()[0].field;
+        assert_eq!(
+            field(with(
+                json!({"type": "fixed", "amount": too_large}),
+                Value::Null
+            )),
+            "reward.amount"
+        );
+        assert_eq!(
+            field(with(
+                json!({"type": "range", "min": "1", "max": too_large, "beta_bps": 1}),
+                Value::Null
+            )),
+            "reward"
+        );
+        assert_eq!(
+            field(with(
+                json!({"type": "range", "min": "1", "max": "2", "beta_bps": MAX_BETA_BPS + 1}),
+                Value::Null
+            )),
+            "reward.beta_bps"
+        );
+        assert_eq!(
+            field(with(
+                json!({"type": "fixed", "amount": "1"}),
+                json!(2147483648u64)
+            )),
+            "max_rewards_per_user"
+        );
     }
 
     #[test]

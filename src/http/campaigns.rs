@@ -245,6 +245,12 @@ async fn patch(
     let patch: Map<String, Value> = parse_json(&body)?;
     let merged = apply_patch(&row.input(), patch).map_err(|e| ApiError::invalid("body", e))?;
     let (spec, bank) = checked(&ctx, row.product(), merged).await?;
+    // Its rewards, its budget and its allocation on the bank are in that token.
+    if bank.id != row.bank_id && row.status() != CampaignStatus::Draft {
+        return Err(ApiError::Conflict(
+            "the token of a campaign cannot change once it has been activated".into(),
+        ));
+    }
     let rule = row
         .rule()
         .ok_or_else(|| ApiError::Internal("unreadable campaign".into()))?;
@@ -269,9 +275,21 @@ async fn patch(
             ));
         }
     }
-    let row = db::campaigns::update_spec(&ctx.pool, id, bank.id, &spec)
+    let mut row = db::campaigns::update_spec(&ctx.pool, id, bank.id, &spec)
         .await?
         .ok_or_else(|| ApiError::Conflict("a deactivated campaign cannot be changed".into()))?;
+    // A lower cap (or a larger reward) that leaves too little for the smallest
+    // reward exhausts the campaign now. The stored spend is never ahead of the
+    // product actor's, which also exhausts it at its next match if writes in
+    // flight used the rest.
+    if row.status() == CampaignStatus::Active && row.rule().is_some_and(|r| r.is_exhausted()) {
+        let exhausted = CampaignStatus::BudgetExhausted;
+        if let Some(changed) =
+            db::campaigns::set_status(&ctx.pool, id, CampaignStatus::Active, exhausted).await?
+        {
+            row = changed;
+        }
+    }
     notify(&ctx, &row);
     Ok(json_reply(&view(&row), StatusCode::OK))
 }

@@ -484,3 +484,94 @@ async fn an_ended_campaign_stops_paying_and_becomes_expired() {
         tokio::task::yield_now().await;
     }
 }
+
+/// What a PATCH may not do to a live campaign, and what it does at once.
+#[tokio::test]
+async fn a_live_campaign_keeps_its_token_and_a_lower_cap_exhausts_it_at_once() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "patch.example").await;
+    let other_token = format!("0x{}", "71".repeat(20));
+    let (status, body) = app
+        .post(
+            &format!("/v1/products/{product}/banks"),
+            &json!({"chain_id": 31337, "bank_address": format!("0x{}", "bb".repeat(20)),
+                    "token": other_token, "symbol": "OTH", "decimals": 18}),
+            Some(&owner(&app)),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let owner = owner(&app);
+
+    // A draft may still move to another bank; an activated campaign may not.
+    let (status, draft) = app
+        .post(
+            &format!("/v1/products/{product}/campaigns"),
+            &json!({"name": "D", "trigger": "webshop.open", "token": TOKEN,
+                    "reward": {"type": "fixed", "amount": "1"}}),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(status, 201, "{draft}");
+    let (status, body) = app
+        .patch_json(
+            &format!("/v1/campaigns/{}", draft["id"]),
+            &json!({"token": other_token}),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token"], other_token);
+    let capped = campaign(
+        &app,
+        &product,
+        json!({"budget_cap": "100", "reward": {"type": "fixed", "amount": "10"}}),
+    )
+    .await;
+    let (status, body) = app
+        .patch_json(
+            &format!("/v1/campaigns/{capped}"),
+            &json!({"token": other_token}),
+            &owner,
+        )
+        .await;
+    assert_problem(status, &body, 409);
+
+    // 10 per non-referred purchase is 5 to the user; after one, 5 of 100 are used.
+    assert_eq!(paid(&purchase(&app, &product, wallet(70)).await).len(), 1);
+    // A cap of 9 leaves 4: less than the smallest reward (5).
+    let (status, body) = app
+        .patch_json(
+            &format!("/v1/campaigns/{capped}"),
+            &json!({"budget_cap": "9"}),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "budget_exhausted", "{body}");
+    assert!(paid(&purchase(&app, &product, wallet(71)).await).is_empty());
+
+    // Values the formula or the database cannot hold are refused, not a 500.
+    for (field, value) in [
+        ("max_rewards_per_user", json!(3_000_000_000u64)),
+        (
+            "reward",
+            json!({"type": "range", "min": "1", "max": "2", "beta_bps": 3_000_000_000u64}),
+        ),
+        (
+            "reward",
+            json!({"type": "fixed", "amount": format!("2{}", "0".repeat(73))}),
+        ),
+    ] {
+        let mut body = json!({"name": "Big", "trigger": "webshop.open", "token": TOKEN,
+            "reward": {"type": "fixed", "amount": "1"}});
+        body[field] = value;
+        let (status, answer) = app
+            .post(
+                &format!("/v1/products/{product}/campaigns"),
+                &body,
+                Some(&owner),
+            )
+            .await;
+        assert_problem(status, &answer, 422);
+    }
+}

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{GrantedReward, IngestItem, ProductState};
 use crate::actors::referral::{ProductEdges, ReferralMsg};
 use crate::db::rewards::{RewardRow, UserReward};
-use crate::domain::campaign::{CampaignStatus, Occurrence, RecipientType, total};
+use crate::domain::campaign::{CampaignStatus, Occurrence, RecipientType, Skip, total};
 
 #[derive(Clone, Default)]
 pub(super) struct ItemEarnings {
@@ -86,8 +86,15 @@ pub(super) async fn earn(
                 user_rewards,
                 now,
             };
-            let Ok(payouts) = campaign.evaluate(&occurrence) else {
-                continue;
+            let payouts = match campaign.evaluate(&occurrence) {
+                Ok(payouts) => payouts,
+                // Its cap was lowered below what the smallest reward needs.
+                Err(Skip::BudgetInsufficient) if campaign.is_exhausted() => {
+                    campaign.status = CampaignStatus::BudgetExhausted;
+                    earned.exhausted.push(campaign.id);
+                    continue;
+                }
+                Err(_) => continue,
             };
             // An unlimited campaign's spend is the sum of its rewards: nothing to
             // charge (nor to give back if the row is not stored).
