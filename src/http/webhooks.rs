@@ -24,6 +24,7 @@ use crate::app::AppContext;
 use crate::config::Secret;
 use crate::db;
 use crate::domain::ids::parse_bytes32;
+use crate::domain::interaction::InteractionType;
 use crate::domain::product::roles;
 use crate::domain::webhook::{
     self, DEFAULT_GRACE_SECS, MAX_GRACE_SECS, Platform, WebhookConfig, WebhookEvent,
@@ -149,10 +150,12 @@ async fn handle(
             return Ok(("ignored", json_reply(&body, StatusCode::OK)));
         }
     };
-    if !handle.config.is_active {
+    let interaction = order.interaction(product).map_err(invalid)?;
+    // A deactivated product earns nothing more, but what it already owes is still
+    // pushed: a refund must still cancel the order's rewards.
+    if !handle.config.is_active && interaction.kind != InteractionType::PurchaseRefunded {
         return Err(ApiError::invalid("product_id", "the product is not active"));
     }
-    let interaction = order.interaction(product).map_err(invalid)?;
     let meta = Arc::new(RequestMeta {
         source: "webhook",
         source_ip: delivery.remote.map(|r| r.ip()),

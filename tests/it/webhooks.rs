@@ -542,3 +542,44 @@ async fn refunds_cancel_pending_rewards_and_give_back_budget_and_counters() {
     );
     assert_eq!(used_budget(&app, id).await, "10000000000000000000");
 }
+
+/// A deactivated product earns nothing more, but a refund of one of its orders
+/// still cancels that order's pending rewards (they would be pushed otherwise).
+#[tokio::test]
+async fn a_deactivated_product_still_takes_refunds_and_nothing_else() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "closed.example").await;
+    campaign(&app, &product, json!({})).await;
+    let secret = configure(&app, &product, json!({"platform": "custom"})).await;
+    let buyer = wallet(110);
+    let send = |order: Value| {
+        let (app, product, secret) = (&app, &product, &secret);
+        async move { deliver_signed(app, product, Platform::Custom, secret, None, &order).await }
+    };
+    let (status, paid) = send(custom_order("C-1", "paid", Some(buyer))).await;
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["rewards"].as_array().unwrap().len(), 1, "{paid}");
+    let response = app
+        .client
+        .patch(app.url(&format!("/v1/products/{product}")))
+        .bearer_auth(owner(&app))
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let (status, body) = send(custom_order("C-2", "paid", Some(buyer))).await;
+    assert_problem(status, &body, 422);
+    let (status, refund) = send(custom_order("C-1", "refunded", Some(buyer))).await;
+    assert_eq!(status, 200, "{refund}");
+    assert_eq!(refund["refund"]["cancelled_rewards"], 1, "{refund}");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM rewards WHERE status = 'pending'"
+        )
+        .await,
+        0
+    );
+}
