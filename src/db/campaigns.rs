@@ -4,7 +4,7 @@
 use alloy::primitives::{Address, B256, U256};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{DbError, parse_u256};
@@ -238,13 +238,22 @@ pub async fn insert(
         .ok_or(DbError::Query(sqlx::Error::RowNotFound))
 }
 
-/// Replaces a campaign's definition; `None` if it is deactivated (or gone).
+/// Replaces a campaign's definition; `None` if it is deactivated (or gone). A
+/// campaign that gets a per-user cap it did not have gets its per-user counts
+/// from its rewards, in the same transaction ([`recount_users`]).
 pub async fn update_spec(
     pool: &PgPool,
     id: i64,
     bank_id: i64,
     spec: &CampaignSpec,
 ) -> Result<Option<CampaignRow>, DbError> {
+    let mut tx = pool.begin().await?;
+    let counted_before: Option<bool> = sqlx::query_scalar(
+        "SELECT max_rewards_per_user IS NOT NULL FROM campaigns WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let updated = bind_spec!(
         sqlx::query(
             "UPDATE campaigns SET bank_id = $2, name = $3, description = $4, trigger = $5,
@@ -261,12 +270,42 @@ pub async fn update_spec(
         .bind(bank_id),
         spec
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
         return Ok(None);
     }
+    if spec.max_rewards_per_user.is_some() && counted_before == Some(false) {
+        recount_users(&mut tx, id).await?;
+    }
+    tx.commit().await?;
     get(pool, id).await
+}
+
+/// Sets a campaign's per-user counts from its rewards: per acting wallet, the
+/// interactions that earned anything not cancelled in it, and the wallet's own
+/// amount. Counts are kept only while a campaign has a per-user cap, so one that
+/// gets a cap (again) is counted from its whole history. The caller makes sure no
+/// reward of the campaign is still being written (see the product actor).
+pub async fn recount_users(conn: &mut PgConnection, id: i64) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM campaign_user_rewards WHERE campaign_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO campaign_user_rewards (campaign_id, wallet, reward_count, total_amount,
+             first_reward_at, last_reward_at)
+         SELECT $1, i.wallet, count(DISTINCT r.interaction_id),
+             coalesce(sum(r.amount) FILTER (WHERE r.recipient_type = 'user'), 0),
+             min(r.created_at), max(r.created_at)
+         FROM rewards r JOIN interactions i ON i.id = r.interaction_id
+         WHERE r.campaign_id = $1 AND r.status <> 'cancelled' AND i.wallet IS NOT NULL
+         GROUP BY i.wallet",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// What setting a budget cap on an unlimited campaign did.

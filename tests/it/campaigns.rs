@@ -575,3 +575,63 @@ async fn a_live_campaign_keeps_its_token_and_a_lower_cap_exhausts_it_at_once() {
         assert_problem(status, &answer, 422);
     }
 }
+
+/// A per-user cap added to a campaign that paid without one counts what each
+/// wallet already earned there, also after the product actor restarts.
+#[tokio::test]
+async fn a_per_user_cap_added_later_counts_the_rewards_already_paid() {
+    use rewardflow::actors::product::ProductMsg;
+    use rewardflow::domain::ids::parse_bytes32;
+    let app = TestApp::spawn_with(|s| s.supervisor.restart_backoff_initial_ms = 1).await;
+    let product = product_with_bank(&app, "later-cap.example").await;
+    let id = campaign(&app, &product, json!({})).await;
+    let (frequent, once) = (wallet(80), wallet(81));
+    for _ in 0..2 {
+        assert_eq!(paid(&purchase(&app, &product, frequent).await).len(), 1);
+    }
+    assert_eq!(paid(&purchase(&app, &product, once).await).len(), 1);
+
+    let (status, body) = app
+        .patch_json(
+            &format!("/v1/campaigns/{id}"),
+            &json!({"max_rewards_per_user": 2}),
+            &owner(&app),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        paid(&purchase(&app, &product, frequent).await).is_empty(),
+        "two already paid"
+    );
+    assert_eq!(paid(&purchase(&app, &product, once).await).len(), 1);
+
+    // The counts are in the database: a restarted actor keeps them.
+    let handle = app
+        .ctx
+        .ingest
+        .products
+        .get(&parse_bytes32(&product).unwrap())
+        .expect("running");
+    handle.actor.cast(ProductMsg::Crash).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let after_restart = loop {
+        let order = ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (status, body) = app
+            .post(
+                "/v1/interactions",
+                &json!({"product_id": product, "type": "purchase.completed",
+                        "data": {"order_id": format!("o{order}")}}),
+                Some(&app.token(once)),
+            )
+            .await;
+        if status == 202 {
+            break body;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the product actor never came back"
+        );
+    };
+    assert!(paid(&after_restart).is_empty(), "{after_restart}");
+}

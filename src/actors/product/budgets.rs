@@ -121,6 +121,23 @@ pub(super) async fn campaign_updated(
         return Ok(());
     }
     match existing {
+        // A per-user cap it did not have: counted from its whole history once the
+        // writes made without counting have settled.
+        Some(index)
+            if state.campaigns[index].max_rewards_per_user.is_none()
+                && rule.max_rewards_per_user.is_some() =>
+        {
+            let Some(rule) = reload_settled(state, rule).await? else {
+                state.campaigns.remove(index);
+                return Ok(());
+            };
+            let mut conn = state.args.pool.acquire().await?;
+            campaigns::recount_users(&mut conn, rule.id).await?;
+            drop(conn);
+            let counts = load_user_counts(&state.args.pool, std::slice::from_ref(&rule)).await?;
+            state.user_counts.extend(counts);
+            state.campaigns[index] = rule;
+        }
         Some(index) => {
             rule.used_budget = rule.used_budget.max(state.campaigns[index].used_budget);
             state.campaigns[index] = rule;
