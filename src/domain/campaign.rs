@@ -272,6 +272,40 @@ impl CampaignRule {
             .unwrap_or(U256::from(1u8))
     }
 
+    /// The least and the most a user's own share can be now, for a user with a
+    /// referrer and for one without; `None` where this campaign would pay nothing:
+    /// a referral it requires, or a remaining budget too small for any reward set
+    /// (the fit is all-or-nothing: a draw whose set does not fit is not paid).
+    pub fn user_estimate(&self) -> (Option<(U256, U256)>, Option<(U256, U256)>) {
+        let (low, high) = match self.reward {
+            RewardSpec::Fixed { amount } => (amount, amount),
+            RewardSpec::Range { min, max, .. } => (min, max),
+        };
+        let user = |base: U256| split(base, self.user_bps, self.deperdition_bps, 0)[0];
+        // With referrers the whole base is paid out; without, the user's share.
+        let bounds = |referrers: bool| {
+            let highest = match self.remaining_budget() {
+                None => high,
+                Some(remaining) if referrers => high.min(remaining),
+                Some(remaining) if user(high) <= remaining => high,
+                // The largest base whose user share, floor(base·bps / 10⁴), fits.
+                Some(remaining) => {
+                    ((remaining + U256::from(1u8)) * U256::from(BPS) - U256::from(1u8))
+                        / U256::from(self.user_bps.max(1))
+                }
+            };
+            let payable = if referrers { high } else { user(high) };
+            (highest >= low && !payable.is_zero()).then(|| (user(low), user(highest.min(high))))
+        };
+        let referred = bounds(self.max_depth > 0);
+        let non_referred = if self.requires_referral {
+            None
+        } else {
+            bounds(false)
+        };
+        (referred, non_referred)
+    }
+
     /// A capped campaign whose remaining budget cannot fit its smallest reward.
     pub fn is_exhausted(&self) -> bool {
         self.remaining_budget()

@@ -23,7 +23,7 @@ use crate::actors::product::{ProductMsg, RecapError};
 use crate::app::AppContext;
 use crate::db::campaigns::{CampaignRow, Recap};
 use crate::db::{self, banks::BankRow};
-use crate::domain::campaign::{CampaignStatus, RewardSpec, StatusAction, split, transition};
+use crate::domain::campaign::{CampaignStatus, StatusAction, transition};
 use crate::domain::campaign_input::{CampaignInput, CampaignSpec, apply_patch};
 use crate::domain::ids::to_hex;
 use crate::domain::interaction::InteractionType;
@@ -373,30 +373,37 @@ async fn estimate(
         .get("type")
         .and_then(|t| InteractionType::parse(t))
         .ok_or_else(|| ApiError::invalid("type", "must be an interaction type"))?;
-    if db::products::load_config(&ctx.pool, product)
+    let config = db::products::load_config(&ctx.pool, product)
         .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound("no such product".into()));
-    }
+        .ok_or_else(|| ApiError::NotFound("no such product".into()))?;
     let now = Utc::now();
     let mut campaigns = Vec::new();
-    for row in db::campaigns::active(&ctx.pool, product).await? {
+    // A deactivated product takes no interactions: nothing to earn.
+    let rows = if config.is_active {
+        db::campaigns::active(&ctx.pool, product).await?
+    } else {
+        Vec::new()
+    };
+    for row in rows {
         let Some(rule) = row.rule() else { continue };
-        if rule.trigger != kind || !rule.is_live(now) || rule.is_exhausted() {
+        if rule.trigger != kind || !rule.is_live(now) {
             continue;
         }
-        let (low, high) = match rule.reward {
-            RewardSpec::Fixed { amount } => (amount, amount),
-            RewardSpec::Range { min, max, .. } => (min, max),
+        let range = |bounds: Option<(U256, U256)>| {
+            bounds.map_or(
+                Value::Null,
+                |(min, max)| json!({"min": min.to_string(), "max": max.to_string()}),
+            )
         };
-        let user = |base| split(base, rule.user_bps, rule.deperdition_bps, 0)[0].to_string();
-        let range = json!({"min": user(low), "max": user(high)});
+        let (referred, non_referred) = rule.user_estimate();
+        if referred.is_none() && non_referred.is_none() {
+            continue;
+        }
         campaigns.push(json!({
             "campaign_id": rule.id,
             "token": to_hex(rule.token),
-            "referred": range,
-            "non_referred": if rule.requires_referral { Value::Null } else { range.clone() },
+            "referred": range(referred),
+            "non_referred": range(non_referred),
         }));
     }
     Ok(json_reply(

@@ -635,3 +635,49 @@ async fn a_per_user_cap_added_later_counts_the_rewards_already_paid() {
     };
     assert!(paid(&after_restart).is_empty(), "{after_restart}");
 }
+
+/// The public estimate says what would be paid now: a referred purchase needs the
+/// whole reward to fit the budget left, and a deactivated product pays nothing.
+#[tokio::test]
+async fn the_estimate_follows_the_budget_left_and_the_product() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "estimate.example").await;
+    campaign(
+        &app,
+        &product,
+        json!({"budget_cap": "14", "reward": {"type": "fixed", "amount": "10"}}),
+    )
+    .await;
+    let estimate = || async {
+        let (status, body) = app
+            .get(
+                &format!("/v1/products/{product}/estimate?type=purchase.completed"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["campaigns"].clone()
+    };
+    let five = json!({"min": "5", "max": "5"});
+    let now = estimate().await;
+    assert_eq!(
+        (&now[0]["referred"], &now[0]["non_referred"]),
+        (&five, &five)
+    );
+    // A plain purchase uses 5: 9 left fits a plain one (5), not a referred one (10).
+    assert_eq!(paid(&purchase(&app, &product, wallet(90)).await).len(), 1);
+    let now = estimate().await;
+    assert_eq!(now[0]["referred"], Value::Null, "{now}");
+    assert_eq!(now[0]["non_referred"], five, "{now}");
+
+    let response = app
+        .client
+        .patch(app.url(&format!("/v1/products/{product}")))
+        .bearer_auth(owner(&app))
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(estimate().await, json!([]));
+}

@@ -273,3 +273,45 @@ proptest! {
         prop_assert!(amount >= min && amount <= max);
     }
 }
+
+#[test]
+fn the_estimate_pays_only_what_the_budget_can_fit() {
+    let u = U256::from;
+    let fixed = rule(RewardSpec::Fixed { amount: u(10) });
+    assert_eq!(
+        fixed.user_estimate(),
+        (Some((u(5), u(5))), Some((u(5), u(5))))
+    );
+    // 7 left: a referred purchase needs the whole 10, a plain one its 5.
+    let mut capped = fixed.clone();
+    capped.budget_cap = u(100);
+    capped.used_budget = u(93);
+    assert_eq!(capped.user_estimate(), (None, Some((u(5), u(5)))));
+
+    let mut range = rule(RewardSpec::Range {
+        min: u(100),
+        max: u(1000),
+        beta_bps: 10_000,
+    });
+    range.budget_cap = u(1000);
+    range.used_budget = u(500);
+    // Draws above 500 do not fit with referrers; the user alone gets at most 500.
+    assert_eq!(
+        range.user_estimate(),
+        (Some((u(50), u(250))), Some((u(50), u(500))))
+    );
+    // 200 left: the largest base whose user share fits is 401 (share 200).
+    range.used_budget = u(800);
+    assert_eq!(range.user_estimate().1, Some((u(50), u(200))));
+    // 40 left: not even the smallest draw fits.
+    range.used_budget = u(960);
+    assert_eq!(range.user_estimate(), (None, None));
+
+    let mut referral_only = fixed.clone();
+    referral_only.requires_referral = true;
+    assert_eq!(referral_only.user_estimate(), (Some((u(5), u(5))), None));
+    // Paying referrers only: a referred user earns 0, a plain one nothing.
+    let mut referrers_only = fixed;
+    referrers_only.user_bps = 0;
+    assert_eq!(referrers_only.user_estimate(), (Some((u(0), u(0))), None));
+}
