@@ -97,6 +97,14 @@ impl RewardSpec {
     }
 }
 
+/// What a user's own share from a campaign can be now, least and most, with a
+/// referrer and without; `None`: nothing would be paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserEstimate {
+    pub referred: Option<(U256, U256)>,
+    pub non_referred: Option<(U256, U256)>,
+}
+
 /// Everything the engine needs to know of a campaign.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CampaignRule {
@@ -272,11 +280,10 @@ impl CampaignRule {
             .unwrap_or(U256::from(1u8))
     }
 
-    /// The least and the most a user's own share can be now, for a user with a
-    /// referrer and for one without; `None` where this campaign would pay nothing:
-    /// a referral it requires, or a remaining budget too small for any reward set
-    /// (the fit is all-or-nothing: a draw whose set does not fit is not paid).
-    pub fn user_estimate(&self) -> (Option<(U256, U256)>, Option<(U256, U256)>) {
+    /// What a user's own share can be now ([`UserEstimate`]); nothing where a
+    /// referral is required, or where the budget left is too small for any reward
+    /// set (the fit is all-or-nothing: a draw whose set does not fit is not paid).
+    pub fn user_estimate(&self) -> UserEstimate {
         let (low, high) = match self.reward {
             RewardSpec::Fixed { amount } => (amount, amount),
             RewardSpec::Range { min, max, .. } => (min, max),
@@ -297,13 +304,10 @@ impl CampaignRule {
             let payable = if referrers { high } else { user(high) };
             (highest >= low && !payable.is_zero()).then(|| (user(low), user(highest.min(high))))
         };
-        let referred = bounds(self.max_depth > 0);
-        let non_referred = if self.requires_referral {
-            None
-        } else {
-            bounds(false)
-        };
-        (referred, non_referred)
+        UserEstimate {
+            referred: bounds(self.max_depth > 0),
+            non_referred: (!self.requires_referral).then(|| bounds(false)).flatten(),
+        }
     }
 
     /// A capped campaign whose remaining budget cannot fit its smallest reward.

@@ -395,15 +395,15 @@ async fn estimate(
                 |(min, max)| json!({"min": min.to_string(), "max": max.to_string()}),
             )
         };
-        let (referred, non_referred) = rule.user_estimate();
-        if referred.is_none() && non_referred.is_none() {
+        let estimate = rule.user_estimate();
+        if estimate.referred.is_none() && estimate.non_referred.is_none() {
             continue;
         }
         campaigns.push(json!({
             "campaign_id": rule.id,
             "token": to_hex(rule.token),
-            "referred": range(referred),
-            "non_referred": range(non_referred),
+            "referred": range(estimate.referred),
+            "non_referred": range(estimate.non_referred),
         }));
     }
     Ok(json_reply(

@@ -278,15 +278,19 @@ proptest! {
 fn the_estimate_pays_only_what_the_budget_can_fit() {
     let u = U256::from;
     let fixed = rule(RewardSpec::Fixed { amount: u(10) });
+    let both = |referred, non_referred| UserEstimate {
+        referred,
+        non_referred,
+    };
     assert_eq!(
         fixed.user_estimate(),
-        (Some((u(5), u(5))), Some((u(5), u(5))))
+        both(Some((u(5), u(5))), Some((u(5), u(5))))
     );
     // 7 left: a referred purchase needs the whole 10, a plain one its 5.
     let mut capped = fixed.clone();
     capped.budget_cap = u(100);
     capped.used_budget = u(93);
-    assert_eq!(capped.user_estimate(), (None, Some((u(5), u(5)))));
+    assert_eq!(capped.user_estimate(), both(None, Some((u(5), u(5)))));
 
     let mut range = rule(RewardSpec::Range {
         min: u(100),
@@ -298,20 +302,26 @@ fn the_estimate_pays_only_what_the_budget_can_fit() {
     // Draws above 500 do not fit with referrers; the user alone gets at most 500.
     assert_eq!(
         range.user_estimate(),
-        (Some((u(50), u(250))), Some((u(50), u(500))))
+        both(Some((u(50), u(250))), Some((u(50), u(500))))
     );
     // 200 left: the largest base whose user share fits is 401 (share 200).
     range.used_budget = u(800);
-    assert_eq!(range.user_estimate().1, Some((u(50), u(200))));
+    assert_eq!(range.user_estimate().non_referred, Some((u(50), u(200))));
     // 40 left: not even the smallest draw fits.
     range.used_budget = u(960);
-    assert_eq!(range.user_estimate(), (None, None));
+    assert_eq!(range.user_estimate(), both(None, None));
 
     let mut referral_only = fixed.clone();
     referral_only.requires_referral = true;
-    assert_eq!(referral_only.user_estimate(), (Some((u(5), u(5))), None));
+    assert_eq!(
+        referral_only.user_estimate(),
+        both(Some((u(5), u(5))), None)
+    );
     // Paying referrers only: a referred user earns 0, a plain one nothing.
     let mut referrers_only = fixed;
     referrers_only.user_bps = 0;
-    assert_eq!(referrers_only.user_estimate(), (Some((u(0), u(0))), None));
+    assert_eq!(
+        referrers_only.user_estimate(),
+        both(Some((u(0), u(0))), None)
+    );
 }
