@@ -187,7 +187,8 @@ pub struct TokenBalance {
     pub token: String,
     pub symbol: Option<String>,
     pub decimals: Option<i16>,
-    /// Rewards earned and not pushed yet (pending or being pushed).
+    /// Rewards earned and not on-chain yet: pending, or in a batch whose
+    /// transaction the indexer has not seen add them.
     pub pending: String,
     /// Pushed on-chain and not claimed yet (indexed RewardAdded − RewardClaimed).
     pub claimable: String,
@@ -198,8 +199,13 @@ pub struct TokenBalance {
 pub async fn balances(pool: &PgPool, wallet: Address) -> Result<Vec<TokenBalance>, DbError> {
     let rows = sqlx::query(
         "WITH service AS (
-            SELECT token, sum(amount) AS pending FROM rewards
-            WHERE wallet = $1 AND status IN ('pending', 'pushing') GROUP BY token
+            SELECT r.token, sum(r.amount) AS pending FROM rewards r
+            LEFT JOIN reward_batches b ON b.id = r.batch_id
+            WHERE r.wallet = $1 AND (r.status = 'pending' OR (r.status = 'pushing'
+                -- Mined and indexed before the pusher confirmed it: claimable already.
+                AND NOT EXISTS (SELECT 1 FROM chain_events e
+                    WHERE e.user_wallet = $1 AND e.event = 'RewardAdded' AND e.tx_hash = b.tx_hash)))
+            GROUP BY r.token
          ), chain AS (
             SELECT token,
                    COALESCE(sum(amount) FILTER (WHERE event = 'RewardAdded'), 0) AS added,

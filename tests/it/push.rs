@@ -517,6 +517,71 @@ async fn a_refunded_reward_whose_batch_is_abandoned_is_cancelled_not_pushed() {
     second.stop().await.unwrap();
 }
 
+/// A batch mined and indexed before the pusher confirms it (here the pusher waits
+/// on a lock the test holds on the batch) is claimable, and no longer pending: the
+/// wallet's balance never counts it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_indexed_batch_is_claimable_and_not_pending_before_it_is_confirmed() {
+    let chain = TestChain::start().await;
+    let database = fresh_database().await;
+    let with_chain = || {
+        let mut s: Settings = test_settings(&database);
+        chain.configure(&mut s);
+        s
+    };
+    let first = TestApp::start(test_settings(&database)).await.unwrap();
+    let (product, _) = product_and_campaign(&first, &chain, json!({})).await;
+    let buyer = user(70);
+    purchase(&first, &product, buyer, "idx-1").await;
+    let steps = manual_pusher(&first, &chain, &with_chain(), 10).await;
+    steps.sync_campaigns().await.unwrap();
+    let work = steps.work().await.unwrap();
+    let batch = steps.prepare(&work[0]).await.unwrap().expect("a batch");
+    let payload = steps.payload(&batch).await.unwrap();
+    let signature = steps.sign(&batch, &payload).await.unwrap();
+    let tx = steps.send(&batch, &payload, signature).await.unwrap();
+    ledger::mark_sent(&first.ctx.pool, batch.id, tx)
+        .await
+        .unwrap();
+    let receipt = eventually(WAIT, "the receipt", || async {
+        steps.chain.receipt(tx).await.unwrap()
+    })
+    .await;
+    assert!(receipt.status());
+    first.stop().await.unwrap();
+
+    // The pusher of the next process cannot confirm while the test holds the batch.
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let mut held = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM reward_batches WHERE id = $1 FOR UPDATE")
+        .bind(batch.id)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let second = TestApp::start(with_chain()).await.unwrap();
+    let path = format!("/v1/wallets/{buyer:#x}/rewards");
+    let five = "5000000000000000000";
+    let balance = eventually(WAIT, "the reward indexed", || async {
+        let (_, body) = second.get(&path, None).await;
+        (body["tokens"][0]["claimable"] == five).then_some(body)
+    })
+    .await;
+    assert_eq!(balance["tokens"][0]["pending"], "0", "{balance}");
+    assert_eq!(
+        scalar_i64(
+            &second,
+            "SELECT count(*) FROM rewards WHERE status = 'pushing'"
+        )
+        .await,
+        1,
+        "not confirmed yet"
+    );
+    held.rollback().await.unwrap();
+    all_pushed(&second).await;
+    assert_exactly_once(&second, &chain).await;
+    second.stop().await.unwrap();
+}
+
 /// A transaction the node dropped from its pool leaves a gap in the account's
 /// nonces: every later one would wait behind it for ever. Re-sending the batch after
 /// `resync_nonce` takes the missing nonce, and the batch is paid.
