@@ -1,4 +1,4 @@
-use alloy::primitives::Address;
+use alloy::primitives::{Address, U256};
 use serde_json::{Value, json};
 
 use crate::common::{TestApp, assert_problem};
@@ -680,4 +680,87 @@ async fn the_estimate_follows_the_budget_left_and_the_product() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(estimate().await, json!([]));
+}
+
+/// SPEC §5's finer rules through HTTP: no row for a zero share, `available_at`
+/// from `lockup_seconds`, a range draw that recomputes to what was stored, and a
+/// budget that fits a user's share alone but not a referred set pays nothing.
+#[tokio::test]
+async fn zero_shares_lockup_range_draws_and_the_all_or_nothing_fit() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "finer.example").await;
+    let (buyer, referrer) = (wallet(120), wallet(121));
+    refer(&app, &product, buyer, referrer).await;
+    let open = |who: Address, kind: &'static str| {
+        let (app, product) = (&app, &product);
+        async move {
+            let (status, body) = app
+                .post(
+                    "/v1/interactions",
+                    &json!({"product_id": product, "type": kind, "data": {"n": ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)}}),
+                    Some(&app.token(who)),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+            body
+        }
+    };
+
+    // A base of 1: the user's half floors to 0 and gets no row; the referrer the 1.
+    campaign(
+        &app,
+        &product,
+        json!({"trigger": "webshop.open", "reward": {"type": "fixed", "amount": "1"},
+               "lockup_seconds": 3600}),
+    )
+    .await;
+    let body = open(buyer, "webshop.open").await;
+    assert_eq!(paid(&body), vec![("referrer_l1".into(), "1".into())]);
+    let lockup: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM available_at - created_at)::float8 FROM rewards
+         WHERE interaction_id = $1::text::uuid",
+    )
+    .bind(body["id"].as_str().unwrap())
+    .fetch_one(&app.ctx.pool)
+    .await
+    .unwrap();
+    assert_eq!(lockup, 3600.0);
+
+    // A range draw is a function of the campaign and the interaction.
+    let range = campaign(
+        &app,
+        &product,
+        json!({"trigger": "press.open_article",
+               "reward": {"type": "range", "min": "100", "max": "1000", "beta_bps": 20000}}),
+    )
+    .await;
+    let rule = rewardflow::db::campaigns::get(&app.ctx.pool, range)
+        .await
+        .unwrap()
+        .and_then(|row| row.rule())
+        .unwrap();
+    for _ in 0..5 {
+        let body = open(wallet(122), "press.open_article").await;
+        let id: uuid::Uuid = body["id"].as_str().unwrap().parse().unwrap();
+        let base = rule.base_amount(id);
+        assert!(base >= U256::from(100u32) && base <= U256::from(1000u32));
+        let user = rewardflow::domain::campaign::split(base, 5_000, 8_000, 0)[0];
+        assert_eq!(paid(&body), vec![("user".into(), user.to_string())]);
+    }
+
+    // 14 of budget: a plain purchase takes 5 and leaves 9, which fits another
+    // plain one (5) but not a referred one (10): that one is paid nothing at all.
+    let capped = campaign(
+        &app,
+        &product,
+        json!({"budget_cap": "14", "reward": {"type": "fixed", "amount": "10"}}),
+    )
+    .await;
+    assert_eq!(paid(&purchase(&app, &product, wallet(123)).await).len(), 1);
+    assert!(paid(&purchase(&app, &product, buyer).await).is_empty());
+    assert_eq!(paid(&purchase(&app, &product, wallet(124)).await).len(), 1);
+    let (_, view) = app
+        .get(&format!("/v1/campaigns/{capped}"), Some(&owner(&app)))
+        .await;
+    assert_eq!(view["used_budget"], "10", "{view}");
 }
