@@ -670,15 +670,7 @@ async fn the_estimate_follows_the_budget_left_and_the_product() {
     assert_eq!(now[0]["referred"], Value::Null, "{now}");
     assert_eq!(now[0]["non_referred"], five, "{now}");
 
-    let response = app
-        .client
-        .patch(app.url(&format!("/v1/products/{product}")))
-        .bearer_auth(owner(&app))
-        .json(&json!({"is_active": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    crate::interactions::deactivate_product(&app, &product).await;
     assert_eq!(estimate().await, json!([]));
 }
 

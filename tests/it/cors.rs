@@ -112,15 +112,7 @@ async fn only_the_products_own_origins_may_call_from_a_browser() {
     assert_eq!(preflight(&app, "http://localhost:3000").await.status(), 204);
     assert_eq!(preflight(&app, "https://shop.example").await.status(), 403);
     // Deactivating a product withdraws its origins.
-    let response = app
-        .client
-        .patch(app.url(&format!("/v1/products/{other}")))
-        .bearer_auth(app.token(Address::repeat_byte(0xee)))
-        .json(&json!({"is_active": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    crate::interactions::deactivate_product(&app, &other).await;
     assert_eq!(preflight(&app, "https://other.example").await.status(), 403);
 }
 

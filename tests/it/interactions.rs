@@ -22,6 +22,19 @@ pub async fn create_product(app: &TestApp, domain: &str) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// Deactivates the product (owner's PATCH); it must succeed.
+pub async fn deactivate_product(app: &TestApp, product: &str) {
+    let response = app
+        .client
+        .patch(app.url(&format!("/v1/products/{product}")))
+        .bearer_auth(app.token(Address::repeat_byte(0xee)))
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
 fn wallet(n: u64) -> Address {
     let mut bytes = [0u8; 20];
     bytes[12..].copy_from_slice(&n.to_be_bytes());

@@ -35,6 +35,13 @@ async fn all_pushed(app: &TestApp) {
     .await;
 }
 
+/// Settings of a process on `database` whose pusher and indexer follow `chain`.
+fn chain_settings(chain: &TestChain, database: &str) -> Settings {
+    let mut settings = test_settings(database);
+    chain.configure(&mut settings);
+    settings
+}
+
 async fn campaign_allocated(app: &TestApp, campaign: i64) {
     let owner = owner_token(app);
     eventually(WAIT, "the campaign allocated on its bank", || async {
@@ -176,11 +183,7 @@ async fn manual_pusher(
 async fn crash_and_recover(point: CrashPoint) {
     let chain = TestChain::start().await;
     let database = fresh_database().await;
-    let with_chain = || {
-        let mut s: Settings = test_settings(&database);
-        chain.configure(&mut s);
-        s
-    };
+    let with_chain = || chain_settings(&chain, &database);
     // The first process has no pusher: the test plays its steps.
     let first = TestApp::start(test_settings(&database)).await.unwrap();
     let (product, _campaign) = product_and_campaign(&first, &chain, json!({})).await;
@@ -429,11 +432,7 @@ async fn a_refunded_reward_whose_batch_is_abandoned_is_cancelled_not_pushed() {
     use rewardflow::domain::webhook::Platform;
     let chain = TestChain::start().await;
     let database = fresh_database().await;
-    let with_chain = || {
-        let mut s: Settings = test_settings(&database);
-        chain.configure(&mut s);
-        s
-    };
+    let with_chain = || chain_settings(&chain, &database);
     // No pusher in this process: the test plays its steps.
     let first = TestApp::start(test_settings(&database)).await.unwrap();
     let extra = json!({"budget_cap": "100000000000000000000", "max_rewards_per_user": 1});
@@ -524,11 +523,7 @@ async fn a_refunded_reward_whose_batch_is_abandoned_is_cancelled_not_pushed() {
 async fn an_indexed_batch_is_claimable_and_not_pending_before_it_is_confirmed() {
     let chain = TestChain::start().await;
     let database = fresh_database().await;
-    let with_chain = || {
-        let mut s: Settings = test_settings(&database);
-        chain.configure(&mut s);
-        s
-    };
+    let with_chain = || chain_settings(&chain, &database);
     let first = TestApp::start(test_settings(&database)).await.unwrap();
     let (product, _) = product_and_campaign(&first, &chain, json!({})).await;
     let buyer = user(70);

@@ -559,15 +559,7 @@ async fn a_deactivated_product_still_takes_refunds_and_nothing_else() {
     let (status, paid) = send(custom_order("C-1", "paid", Some(buyer))).await;
     assert_eq!(status, 200, "{paid}");
     assert_eq!(paid["rewards"].as_array().unwrap().len(), 1, "{paid}");
-    let response = app
-        .client
-        .patch(app.url(&format!("/v1/products/{product}")))
-        .bearer_auth(owner(&app))
-        .json(&json!({"is_active": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    crate::interactions::deactivate_product(&app, &product).await;
 
     let (status, body) = send(custom_order("C-2", "paid", Some(buyer))).await;
     assert_problem(status, &body, 422);
