@@ -580,8 +580,6 @@ async fn a_live_campaign_keeps_its_token_and_a_lower_cap_exhausts_it_at_once() {
 /// wallet already earned there, also after the product actor restarts.
 #[tokio::test]
 async fn a_per_user_cap_added_later_counts_the_rewards_already_paid() {
-    use rewardflow::actors::product::ProductMsg;
-    use rewardflow::domain::ids::parse_bytes32;
     let app = TestApp::spawn_with(|s| s.supervisor.restart_backoff_initial_ms = 1).await;
     let product = product_with_bank(&app, "later-cap.example").await;
     let id = campaign(&app, &product, json!({})).await;
@@ -606,33 +604,16 @@ async fn a_per_user_cap_added_later_counts_the_rewards_already_paid() {
     assert_eq!(paid(&purchase(&app, &product, once).await).len(), 1);
 
     // The counts are in the database: a restarted actor keeps them.
-    let handle = app
-        .ctx
-        .ingest
-        .products
-        .get(&parse_bytes32(&product).unwrap())
-        .expect("running");
-    handle.actor.cast(ProductMsg::Crash).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let after_restart = loop {
-        let order = ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (status, body) = app
-            .post(
-                "/v1/interactions",
-                &json!({"product_id": product, "type": "purchase.completed",
-                        "data": {"order_id": format!("o{order}")}}),
-                Some(&app.token(once)),
-            )
-            .await;
-        if status == 202 {
-            break body;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the product actor never came back"
-        );
-    };
+    app.crash_product_actor(&product);
+    let after_restart = app
+        .until_served(202, || {
+            let order = ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let body = json!({"product_id": product, "type": "purchase.completed",
+                              "data": {"order_id": format!("o{order}")}});
+            let (app, token) = (&app, app.token(once));
+            async move { app.post("/v1/interactions", &body, Some(&token)).await }
+        })
+        .await;
     assert!(paid(&after_restart).is_empty(), "{after_restart}");
 }
 

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use alloy::primitives::Address;
 use alloy::signers::SignerSync;
@@ -168,6 +169,38 @@ impl TestApp {
             None,
         )
         .await
+    }
+
+    /// Fails the product's running actor; its supervisor starts another.
+    pub fn crash_product_actor(&self, product: &str) {
+        let key = rewardflow::domain::ids::parse_bytes32(product).unwrap();
+        let handle = self.ctx.ingest.products.get(&key).expect("running");
+        handle
+            .actor
+            .cast(rewardflow::actors::product::ProductMsg::Crash)
+            .unwrap();
+    }
+
+    /// Sends `attempt` until it is answered `expected` — a product actor that is
+    /// restarting answers 503 meanwhile, never anything else — for at most 10 s;
+    /// returns that answer's body.
+    pub async fn until_served<F, Fut>(&self, expected: u16, mut attempt: F) -> Value
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = (u16, Value)>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = attempt().await;
+            if status == expected {
+                return body;
+            }
+            assert_eq!(status, 503, "{body}");
+            assert!(
+                Instant::now() < deadline,
+                "the product actor never came back"
+            );
+        }
     }
 
     /// Graceful shutdown; returns what `serve` returned.

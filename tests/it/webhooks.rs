@@ -2,11 +2,7 @@
 //! way a signature can fail, redeliveries, secret rotation, and refunds before
 //! and after the purchase and after the push.
 
-use std::time::{Duration, Instant};
-
 use alloy::primitives::Address;
-use rewardflow::actors::product::ProductMsg;
-use rewardflow::domain::ids::parse_bytes32;
 use rewardflow::domain::webhook::{Platform, sign};
 use serde_json::{Value, json};
 
@@ -511,25 +507,10 @@ async fn refunds_cancel_pending_rewards_and_give_back_budget_and_counters() {
     let (status, early) = send(custom_order("P-4", "refunded", Some(wallet(102)))).await;
     assert_eq!(status, 200, "{early}");
     assert_eq!(early["refund"]["purchase_id"], Value::Null);
-    let handle = app
-        .ctx
-        .ingest
-        .products
-        .get(&parse_bytes32(&product).unwrap())
-        .expect("running");
-    handle.actor.cast(ProductMsg::Crash).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let late = loop {
-        let (status, body) = send(custom_order("P-4", "paid", Some(wallet(102)))).await;
-        if status == 200 {
-            break body;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(
-            Instant::now() < deadline,
-            "the product actor never came back"
-        );
-    };
+    app.crash_product_actor(&product);
+    let late = app
+        .until_served(200, || send(custom_order("P-4", "paid", Some(wallet(102)))))
+        .await;
     assert_eq!(late["status"], "accepted", "{late}");
     assert_eq!(late["rewards"], json!([]), "a refunded order earns nothing");
     assert_eq!(
