@@ -37,6 +37,17 @@ impl RateLimiter {
         }
     }
 
+    /// The most interactions one request may carry (a full bucket of the limits
+    /// that apply): a larger batch could never be admitted, whenever retried.
+    pub fn most_at_once(&self, with_ip: bool) -> Option<u64> {
+        let ip = self.per_ip.as_ref().filter(|_| with_ip);
+        [self.per_wallet.as_ref(), ip]
+            .into_iter()
+            .flatten()
+            .map(Limit::capacity)
+            .min()
+    }
+
     /// Takes `n` from the wallet's and the IP's buckets, or neither.
     pub fn check(
         &self,

@@ -192,11 +192,11 @@ impl InteractionInput {
             _ => None,
         };
         if let Some(key) = &self.idempotency_key
-            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
+            && (key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY)
         {
             errors.push(invalid(
                 "idempotency_key",
-                format!("must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"),
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
             ));
         }
         let analytics = self.analytics.unwrap_or_default();
@@ -209,10 +209,13 @@ impl InteractionInput {
                 &analytics.fallback_fingerprint,
             ),
         ] {
-            if value.as_ref().is_some_and(|v| v.len() > MAX_ANALYTICS_ID) {
+            if value
+                .as_ref()
+                .is_some_and(|v| v.chars().count() > MAX_ANALYTICS_ID)
+            {
                 errors.push(invalid(
                     field,
-                    format!("must be at most {MAX_ANALYTICS_ID} bytes"),
+                    format!("must be at most {MAX_ANALYTICS_ID} characters"),
                 ));
             }
         }

@@ -22,6 +22,11 @@ impl Limit {
         })
     }
 
+    /// The most one request can take: a full bucket.
+    pub fn capacity(&self) -> u64 {
+        self.capacity as u64
+    }
+
     pub fn full_bucket(&self, now_ms: i64) -> Bucket {
         Bucket {
             tokens: self.capacity,

@@ -38,8 +38,10 @@ where
 }
 
 /// Parses JSON: a syntax error is 400, a missing or mistyped field is 422 naming
-/// the field by its path (`interactions[3].type`).
+/// the field by its path (`interactions[3].type`), and so is text holding the NUL
+/// character ([`refuse_nul`]).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    refuse_nul(body)?;
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let data_message = err.inner().to_string();
@@ -66,6 +68,63 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// PostgreSQL's text and jsonb cannot hold the NUL character, so a JSON body with
+/// one (`\u0000`) in a string or a key is refused with a 422 naming where. The
+/// body is scanned for the escape; it is parsed again only when the scan finds one.
+/// A body that is not JSON passes: its parser says what is wrong with it.
+pub fn refuse_nul(body: &[u8]) -> Result<(), ApiError> {
+    if !has_escaped_nul(body) {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(());
+    };
+    match nul_path(&value, "") {
+        Some(path) => Err(ApiError::invalid(
+            if path.is_empty() {
+                "body".to_owned()
+            } else {
+                path
+            },
+            "must not contain the NUL character (\\u0000)",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether the bytes hold `\u0000` as an escape (after an even run of other
+/// backslashes, which escape each other).
+fn has_escaped_nul(body: &[u8]) -> bool {
+    body.windows(6).enumerate().any(|(at, six)| {
+        six == b"\\u0000" && body[..at].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0
+    })
+}
+
+/// The path (`interactions[0].data.note`) of the first string or key holding NUL.
+fn nul_path(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains('\0').then(|| path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let inner = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                Some(path.to_owned())
+            } else {
+                nul_path(item, &inner)
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// serde_json appends " at line 1 column 42"; the field path says more.
 fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
@@ -90,6 +149,32 @@ mod tests {
     #[allow(dead_code)]
     struct Wrapper {
         items: Vec<Item>,
+    }
+
+    #[test]
+    fn text_with_the_nul_character_is_refused_where_it_is() {
+        let field = |body: &[u8]| match refuse_nul(body) {
+            Err(ApiError::Invalid(errors)) => Some(errors[0].field.clone()),
+            Ok(()) => None,
+            Err(other) => panic!("{other:?}"),
+        };
+        assert_eq!(
+            field(br#"{"items": [{"name": "a\u0000b", "count": 1}]}"#).as_deref(),
+            Some("items[0].name")
+        );
+        assert_eq!(
+            field(br#"{"data": {"k\u0000": 1}}"#).as_deref(),
+            Some("data")
+        );
+        assert_eq!(field(br#""\u0000""#).as_deref(), Some("body"));
+        // A backslash, then the text u0000: no NUL.
+        assert_eq!(field(br#"{"name": "a\\u0000"}"#), None);
+        assert_eq!(field(br#"{"name": "a\\\u0000"}"#).as_deref(), Some("name"));
+        assert_eq!(field(b"not json \\u0000"), None);
+        assert!(matches!(
+            parse_json::<Wrapper>(br#"{"items": [{"name": "\u0000", "count": 1}]}"#),
+            Err(ApiError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -110,6 +110,16 @@ async fn ingest(ctx: Arc<AppContext>, request: Request, body: Bytes) -> Result<R
 
     let ip = remote.map(|r| r.ip());
     if !valid.is_empty() {
+        if let Some(most) = ctx.ingest.limiter.most_at_once(ip.is_some())
+            && valid.len() as u64 > most
+        {
+            return Err(ApiError::invalid(
+                "interactions",
+                format!(
+                    "more than the rate limit admits at once ({most} per hour): split the batch"
+                ),
+            ));
+        }
         let now_ms = chrono::Utc::now().timestamp_millis();
         if let Err(limited) =
             ctx.ingest

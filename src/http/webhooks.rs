@@ -14,7 +14,7 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::body::parse_json;
+use super::body::{parse_json, refuse_nul};
 use super::interactions::{ItemView, send_to_product, unavailable};
 use super::problem::{ApiError, FieldError};
 use super::{authorization, json_reply, peer_addr, request_id, respond, with_ctx};
@@ -138,6 +138,7 @@ async fn handle(
         &config.secrets_at(chrono::Utc::now()),
     )
     .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    refuse_nul(&delivery.body)?;
 
     let topic = platform
         .topic_header()

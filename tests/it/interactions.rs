@@ -242,6 +242,80 @@ async fn the_rate_limit_answers_429_and_stores_nothing() {
     )
     .await;
     assert_eq!(status, 202);
+    // A batch larger than the limit could ever admit is refused as such, not
+    // "retry in a second" for ever.
+    let batch: Vec<Value> = (0..4)
+        .map(|i| json!({"product_id": product, "type": "webshop.open", "data": {"b": i}}))
+        .collect();
+    let (status, body) = send(&app, wallet(7), &json!({"interactions": batch})).await;
+    assert_problem(status, &body, 422);
+    assert_eq!(body["errors"][0]["field"], "interactions", "{body}");
+}
+
+/// Text PostgreSQL cannot hold (the NUL character) is a 422 naming the field, not a
+/// 500 or a 503 the client would retry for ever; limits on text count characters.
+#[tokio::test]
+async fn text_is_refused_or_taken_as_the_database_can_store_it() {
+    let app = TestApp::spawn().await;
+    let product = create_product(&app, "text.example").await;
+    let (status, body) = send(
+        &app,
+        wallet(8),
+        &json!({"product_id": product, "type": "webshop.open", "data": {"note": "a\u{0}b"}}),
+    )
+    .await;
+    assert_problem(status, &body, 422);
+    assert_eq!(body["errors"][0]["field"], "data.note", "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/products",
+            &json!({"domain": "nul.example", "name": "x\u{0}"}),
+            Some(&app.token(Address::repeat_byte(0xee))),
+        )
+        .await;
+    assert_problem(status, &body, 422);
+    assert_eq!(body["errors"][0]["field"], "name", "{body}");
+    assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 0);
+    // 200 characters of two bytes each: within the 255-character limit.
+    let key = "é".repeat(200);
+    let (status, body) = send(
+        &app,
+        wallet(8),
+        &json!({"product_id": product, "type": "webshop.open", "idempotency_key": key}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// A referral refused by the database as a duplicate (its idempotency key was
+/// stored before, by another interaction a restarted service no longer remembers)
+/// registers nothing: the wallet can still be referred.
+#[tokio::test]
+async fn a_referral_stored_as_a_duplicate_leaves_no_referrer_behind() {
+    let database = crate::common::fresh_database().await;
+    let first_run = TestApp::start(test_settings(&database)).await.unwrap();
+    let product = create_product(&first_run, "dup-ref.example").await;
+    let (user, first, second) = (wallet(20), wallet(21), wallet(22));
+    let (status, body) = send(
+        &first_run,
+        user,
+        &json!({"product_id": product, "type": "webshop.open", "idempotency_key": "k-1"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    first_run.stop().await.unwrap();
+
+    let app = TestApp::start(test_settings(&database)).await.unwrap();
+    let refer = |referrer: Address, key: &str| {
+        json!({"product_id": product, "type": "referral.referred",
+               "referrer": format!("{referrer:#x}"), "idempotency_key": key})
+    };
+    let (status, duplicate) = send(&app, user, &refer(first, "k-1")).await;
+    assert_eq!(status, 202, "{duplicate}");
+    assert_eq!(duplicate["status"], "duplicate", "{duplicate}");
+    let (status, body) = send(&app, user, &refer(second, "k-2")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["referral"], "registered", "{body}");
 }
 
 #[tokio::test]

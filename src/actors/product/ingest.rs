@@ -270,9 +270,12 @@ pub(super) fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome)
         match &result {
             ItemResult::Accepted { id, .. } => remember(state, &row.keys, *id, now),
             ItemResult::Duplicate { id } => {
-                // Stored earlier: this copy earned nothing.
+                // Stored earlier: this copy earned nothing, and a referral it
+                // registered is not in the database (the row holding it was not
+                // inserted).
                 refund(state, tag, &row);
                 remember(state, &row.keys, *id, now);
+                lost.push(row.referral);
             }
             ItemResult::Unavailable => {
                 refund(state, tag, &row);
