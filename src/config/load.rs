@@ -330,6 +330,19 @@ mod tests {
             err.to_string().contains("database.max_connections"),
             "{err}"
         );
+        // Zero would stall or panic what these size or pace.
+        for key in [
+            "ingest.product_mailbox_capacity",
+            "ingest.writer_max_pending_rows",
+            "ingest.writer_max_batch_rows",
+            "ingest.writer_flush_concurrency",
+            "ingest.writer_retry_interval_ms",
+            "dev.push_interval_ms",
+        ] {
+            let variable = format!("REWARDFLOW_{}", key.to_uppercase().replace('.', "__"));
+            let err = load_with_env(&[(variable.as_str(), "0")]).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

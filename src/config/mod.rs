@@ -319,6 +319,27 @@ impl Settings {
                 "ingest.product_loads_at_once",
                 self.ingest.product_loads_at_once,
             ),
+            (
+                "ingest.product_mailbox_capacity",
+                self.ingest.product_mailbox_capacity,
+            ),
+            (
+                "ingest.writer_max_pending_rows",
+                self.ingest.writer_max_pending_rows,
+            ),
+            (
+                "ingest.writer_max_batch_rows",
+                self.ingest.writer_max_batch_rows,
+            ),
+            (
+                "ingest.writer_flush_concurrency",
+                self.ingest.writer_flush_concurrency,
+            ),
+            (
+                "ingest.writer_retry_interval_ms",
+                self.ingest.writer_retry_interval_ms,
+            ),
+            ("dev.push_interval_ms", self.dev.push_interval_ms),
             ("auth.token_ttl_secs", self.auth.token_ttl_secs),
             ("auth.nonce_ttl_secs", self.auth.nonce_ttl_secs),
             (

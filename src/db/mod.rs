@@ -61,15 +61,26 @@ impl From<sqlx::Error> for DbError {
                     constraint: db.constraint().unwrap_or_default().to_owned(),
                 }
             }
-            // Admin shutdown, cannot connect now, too many connections.
-            sqlx::Error::Database(db)
-                if matches!(db.code().as_deref(), Some("57P01" | "57P03" | "53300")) =>
-            {
+            sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_transient) => {
                 DbError::Unavailable(err)
             }
             _ => DbError::Query(err),
         }
     }
+}
+
+/// SQLSTATEs of a database that cannot do the work now but may later, whatever
+/// the statement: a lost connection (08), too few resources — disk full, out of
+/// memory, too many connections (53), a shutdown or restart under way (57P01–
+/// 57P03), a read-only server after a failover (25006), a transaction chosen to
+/// fail by a deadlock or a serialization conflict (40001, 40P01), an I/O error (58030).
+fn is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "25006" | "40001" | "40P01" | "58030"
+        )
 }
 
 /// Opens the pool; fails fast when the database cannot be reached.

@@ -49,6 +49,63 @@ async fn readiness_follows_the_database() {
     assert_eq!(status, 200);
 }
 
+/// A server that turned read-only (as after a failover) cannot do the work now:
+/// 503 with Retry-After for the API and for interactions, not a 500.
+#[tokio::test]
+async fn a_read_only_database_is_unavailable_not_an_internal_error() {
+    let app = TestApp::spawn().await;
+    let owner = app.token(Address::repeat_byte(0xee));
+    let product = crate::interactions::create_product(&app, "ro.example").await;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.ctx.pool)
+        .await
+        .unwrap();
+    crate::common::admin(&format!(
+        "ALTER DATABASE {database} SET default_transaction_read_only = on"
+    ))
+    .await;
+    // The pool's sessions started before; new ones are read-only.
+    crate::common::admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+    ))
+    .await;
+    let answer = |path: &'static str, body: serde_json::Value| {
+        let (app, owner) = (&app, &owner);
+        async move {
+            let response = app
+                .client
+                .post(app.url(path))
+                .bearer_auth(owner)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let retry_after = response.headers().get("retry-after").is_some();
+            let (status, body) = crate::common::read(response).await;
+            (status, retry_after, body)
+        }
+    };
+    // The first attempt may meet a terminated session; the next ones read-only ones.
+    for _ in 0..3 {
+        let (status, retry_after, body) = answer(
+            "/v1/products",
+            json!({"domain": "ro-2.example", "name": "RO"}),
+        )
+        .await;
+        assert_eq!((status, retry_after), (503, true), "{body}");
+        let (status, retry_after, body) = answer(
+            "/v1/interactions",
+            json!({"product_id": product, "type": "webshop.open"}),
+        )
+        .await;
+        assert_eq!((status, retry_after), (503, true), "{body}");
+    }
+    crate::common::admin(&format!(
+        "ALTER DATABASE {database} RESET default_transaction_read_only"
+    ))
+    .await;
+}
+
 #[tokio::test]
 async fn unapplied_migrations_block_start_unless_migrating() {
     let mut settings = test_settings(&empty_database().await);
