@@ -492,7 +492,7 @@ async fn no_acknowledgement_before_the_commit() {
 }
 
 /// The backend blocked on our lock while inserting interactions.
-async fn wait_for_blocked_insert(app: &TestApp) -> i32 {
+pub async fn wait_for_blocked_insert(app: &TestApp) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let pid: Option<i32> = sqlx::query_scalar(

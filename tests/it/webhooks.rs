@@ -556,3 +556,54 @@ async fn a_deactivated_product_still_takes_refunds_and_nothing_else() {
         0
     );
 }
+
+/// A refund that was not stored (its write failed) leaves nothing behind: the
+/// order's purchase arriving afterwards earns as usual.
+#[tokio::test]
+async fn a_refund_that_was_not_stored_does_not_mark_its_order() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "lost-refund.example").await;
+    campaign(&app, &product, json!({})).await;
+    let secret = configure(&app, &product, json!({"platform": "custom"})).await;
+    let buyer = wallet(120);
+    // Warm the product actor and the writer up.
+    let (status, _) = deliver_signed(
+        &app,
+        &product,
+        Platform::Custom,
+        &secret,
+        None,
+        &custom_order("W-0", "paid", Some(buyer)),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let refunded = custom_order("F-1", "refunded", Some(buyer));
+    let refund = deliver_signed(&app, &product, Platform::Custom, &secret, None, &refunded);
+    // The writer's connection dies while the refund's insert waits on the lock.
+    let kill_the_write = async {
+        let writer_pid = crate::interactions::wait_for_blocked_insert(&app).await;
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(writer_pid)
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        blocker.rollback().await.unwrap();
+    };
+    let ((status, body), ()) = tokio::join!(refund, kill_the_write);
+    assert_eq!(status, 503, "{body}");
+
+    let order = custom_order("F-1", "paid", Some(buyer));
+    let paid = app
+        .until_served(200, || {
+            deliver_signed(&app, &product, Platform::Custom, &secret, None, &order)
+        })
+        .await;
+    assert_eq!(paid["status"], "accepted", "{paid}");
+    assert_eq!(paid["rewards"].as_array().unwrap().len(), 1, "{paid}");
+}

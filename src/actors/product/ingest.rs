@@ -72,6 +72,7 @@ pub(super) async fn ingest(
                 rewards: Vec::new(),
                 charges: Vec::new(),
                 wallet: item.wallet,
+                refund_order: None,
             });
             fresh.push(item);
         }
@@ -162,6 +163,9 @@ async fn submit(
     {
         pending.rewards = earnings.granted;
         pending.charges = earnings.charges;
+        if item.interaction.kind == InteractionType::PurchaseRefunded {
+            pending.refund_order = order_id(&item.interaction.data);
+        }
         // The natural key is read from the client's data, before any annotation.
         let dedup_key = item.interaction.natural_key(item.wallet);
         let mut data = item.interaction.data;
@@ -226,6 +230,7 @@ async fn submit(
         let rows = std::mem::take(&mut state.open.get_mut(&tag).expect("open").rows);
         for row in &rows {
             refund(state, tag, row);
+            unrefund(state, row);
         }
         state.open.get_mut(&tag).expect("open").rows = rows;
         return false;
@@ -279,6 +284,7 @@ pub(super) fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome)
             }
             ItemResult::Unavailable => {
                 refund(state, tag, &row);
+                unrefund(state, &row);
                 lost.push(row.referral);
             }
         }
@@ -314,9 +320,17 @@ pub(super) fn expire_stale(state: &mut ProductState) {
         );
         forget_referrals(state, &rows);
         for row in rows {
+            unrefund(state, &row);
             settle_row(state, tag, row, ItemResult::Unavailable);
         }
         finish_if_done(state, tag);
+    }
+}
+
+/// A refund row that was not stored: its order is no longer known as refunded.
+fn unrefund(state: &mut ProductState, row: &PendingRow) {
+    if let Some(order) = &row.refund_order {
+        state.refunded_orders.remove(order);
     }
 }
 
