@@ -35,6 +35,27 @@ pub enum CommandError {
     Wallet(ids::IdError),
 }
 
+impl CommandError {
+    /// Whether the configuration is what is wrong (the process exits with 2).
+    pub fn is_config(&self) -> bool {
+        use crate::chain::ChainSetupError;
+        matches!(
+            self,
+            CommandError::Config(_)
+                | CommandError::Wallet(_)
+                | CommandError::App(
+                    AppError::Config(_)
+                        | AppError::NoDatabaseUrl
+                        | AppError::Chain(
+                            ChainSetupError::Config(_)
+                                | ChainSetupError::NoDistributorKey
+                                | ChainSetupError::Key { .. }
+                        )
+                )
+        )
+    }
+}
+
 /// `rewardflow serve`: the service against `database.url`.
 pub async fn serve(settings: Settings) -> Result<(), CommandError> {
     let listener = bind(&settings).await?;

@@ -112,12 +112,44 @@ fn bad_configuration_names_the_key_and_fails() {
     );
 
     let output = rewardflow().arg("serve").output().unwrap();
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2));
     assert!(
         String::from_utf8(output.stderr)
             .unwrap()
             .contains("database.url")
     );
+
+    // Keys checked once the service builds are configuration errors too (exit 2).
+    let output = rewardflow()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("REWARDFLOW_AUTH__JWT_SECRET", "short")
+        .env(
+            "REWARDFLOW_DATABASE__URL",
+            "postgres://nobody@127.0.0.1:1/none",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("auth.jwt_secret"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A database that cannot be reached is not a configuration error (exit 1).
+    let output = rewardflow()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env(
+            "REWARDFLOW_AUTH__JWT_SECRET",
+            "cli-test-secret-cli-test-secret-cli",
+        )
+        .env(
+            "REWARDFLOW_DATABASE__URL",
+            "postgres://nobody@127.0.0.1:1/none",
+        )
+        .env("REWARDFLOW_DATABASE__ACQUIRE_TIMEOUT_MS", "500")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
 }
 
 #[tokio::test]
