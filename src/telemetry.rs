@@ -49,7 +49,6 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub const HTTP_REQUESTS_TOTAL: &str = "rewardflow_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "rewardflow_http_request_duration_seconds";
 pub const ACTOR_RESTARTS_TOTAL: &str = "rewardflow_actor_restarts_total";
-pub const ACTOR_MELTDOWNS_TOTAL: &str = "rewardflow_actor_meltdowns_total";
 pub const READY: &str = "rewardflow_ready";
 pub const DB_POOL_CONNECTIONS: &str = "rewardflow_db_pool_connections";
 pub const AUTH_LOGINS_TOTAL: &str = "rewardflow_auth_logins_total";
@@ -115,14 +114,6 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: "restarts",
         help: "Actor restarts by the supervisor, by actor kind and reason (failed: panicked or returned an error, stopped: stopped unasked, spawn_failed: a restart attempt failed).",
         labels: &["actor", "reason"],
-        buckets: &[],
-    },
-    MetricDef {
-        name: ACTOR_MELTDOWNS_TOTAL,
-        kind: MetricKind::Counter,
-        unit: "meltdowns",
-        help: "Times an actor restarted too often within the meltdown window and its supervisor gave up.",
-        labels: &["actor"],
         buckets: &[],
     },
     MetricDef {

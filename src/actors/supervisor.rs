@@ -185,7 +185,6 @@ impl Actor for Supervisor {
                     &[("actor", spec.kind), ("reason", reason)],
                 );
             }
-            telemetry::start_counter(telemetry::ACTOR_MELTDOWNS_TOTAL, &[("actor", spec.kind)]);
         }
         for spec in args.children {
             let cell = (spec.spawn)(myself.get_cell())
@@ -311,7 +310,6 @@ fn schedule_restart(
     metrics::counter!(telemetry::ACTOR_RESTARTS_TOTAL, "actor" => kind, "reason" => reason)
         .increment(1);
     if child.recent_restarts.len() > policy.meltdown_max_restarts {
-        metrics::counter!(telemetry::ACTOR_MELTDOWNS_TOTAL, "actor" => kind).increment(1);
         tracing::error!(
             actor = kind,
             restarts = child.recent_restarts.len(),
