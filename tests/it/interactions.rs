@@ -461,12 +461,7 @@ async fn no_acknowledgement_before_the_commit() {
     let writer_pid = wait_for_blocked_insert(&app).await;
     assert!(!request.is_finished(), "answered before the commit");
     // The writer's connection dies mid-flush: the request must fail, not succeed.
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(writer_pid)
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
-    blocker.rollback().await.unwrap();
+    kill_writer(blocker, writer_pid).await;
     let response = request.await.unwrap().unwrap();
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
@@ -492,6 +487,17 @@ async fn no_acknowledgement_before_the_commit() {
 }
 
 /// The backend blocked on our lock while inserting interactions.
+/// Ends the writer's session `pid` (waiting on `blocker`'s lock), then lets go of
+/// the lock: its flush fails.
+pub async fn kill_writer(mut blocker: sqlx::Transaction<'_, sqlx::Postgres>, pid: i32) {
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    blocker.rollback().await.unwrap();
+}
+
 pub async fn wait_for_blocked_insert(app: &TestApp) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

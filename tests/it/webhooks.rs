@@ -588,12 +588,7 @@ async fn a_refund_that_was_not_stored_does_not_mark_its_order() {
     // The writer's connection dies while the refund's insert waits on the lock.
     let kill_the_write = async {
         let writer_pid = crate::interactions::wait_for_blocked_insert(&app).await;
-        sqlx::query("SELECT pg_terminate_backend($1)")
-            .bind(writer_pid)
-            .execute(&mut *blocker)
-            .await
-            .unwrap();
-        blocker.rollback().await.unwrap();
+        crate::interactions::kill_writer(blocker, writer_pid).await;
     };
     let ((status, body), ()) = tokio::join!(refund, kill_the_write);
     assert_eq!(status, 503, "{body}");
