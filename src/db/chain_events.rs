@@ -187,8 +187,8 @@ pub struct TokenBalance {
     pub token: String,
     pub symbol: Option<String>,
     pub decimals: Option<i16>,
-    /// Rewards earned and not on-chain yet: pending, or in a batch whose
-    /// transaction the indexer has not seen add them.
+    /// Rewards earned and not claimable yet: pending, or in a batch (being pushed
+    /// or confirmed) whose transaction the indexer has not seen add them.
     pub pending: String,
     /// Pushed on-chain and not claimed yet (indexed RewardAdded − RewardClaimed).
     pub claimable: String,
@@ -198,14 +198,20 @@ pub struct TokenBalance {
 
 pub async fn balances(pool: &PgPool, wallet: Address) -> Result<Vec<TokenBalance>, DbError> {
     let rows = sqlx::query(
-        "WITH service AS (
-            SELECT r.token, sum(r.amount) AS pending FROM rewards r
-            LEFT JOIN reward_batches b ON b.id = r.batch_id
-            WHERE r.wallet = $1 AND (r.status = 'pending' OR (r.status = 'pushing'
-                -- Mined and indexed before the pusher confirmed it: claimable already.
-                AND NOT EXISTS (SELECT 1 FROM chain_events e
-                    WHERE e.user_wallet = $1 AND e.event = 'RewardAdded' AND e.tx_hash = b.tx_hash)))
-            GROUP BY r.token
+        "WITH mine AS (
+            SELECT token, amount, status, batch_id FROM rewards
+            WHERE wallet = $1 AND status <> 'cancelled'
+         ), unseen AS (
+            -- Batches whose transaction the indexer has not seen pay this wallet
+            -- yet, confirmed or not: their rewards are not claimable yet.
+            SELECT b.id FROM reward_batches b
+            WHERE b.id IN (SELECT batch_id FROM mine WHERE batch_id IS NOT NULL)
+              AND NOT EXISTS (SELECT 1 FROM chain_events e
+                  WHERE e.user_wallet = $1 AND e.event = 'RewardAdded' AND e.tx_hash = b.tx_hash)
+         ), service AS (
+            SELECT token, sum(amount) AS pending FROM mine
+            WHERE status = 'pending' OR batch_id IN (SELECT id FROM unseen)
+            GROUP BY token
          ), chain AS (
             SELECT token,
                    COALESCE(sum(amount) FILTER (WHERE event = 'RewardAdded'), 0) AS added,

@@ -577,6 +577,43 @@ async fn an_indexed_batch_is_claimable_and_not_pending_before_it_is_confirmed() 
     second.stop().await.unwrap();
 }
 
+/// A batch confirmed before the indexer has seen its transaction (here the indexer
+/// waits on a lock the test holds on its table) is still pending for the wallet:
+/// its balance never shows the reward nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_batch_is_pending_until_the_indexer_sees_it() {
+    let chain = TestChain::start().await;
+    let app = TestApp::spawn_with(|s| chain.configure(s)).await;
+    let (product, campaign) = product_and_campaign(&app, &chain, json!({})).await;
+    campaign_allocated(&app, campaign).await;
+    let mut held = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE chain_events IN EXCLUSIVE MODE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let buyer = user(80);
+    purchase(&app, &product, buyer, "idx-2").await;
+    eventually(WAIT, "the reward pushed", || async {
+        let pushed = scalar_i64(&app, "SELECT count(*) FROM rewards WHERE status = 'pushed'").await;
+        (pushed == 1).then_some(())
+    })
+    .await;
+    let path = format!("/v1/wallets/{buyer:#x}/rewards");
+    let five = "5000000000000000000";
+    let (_, balance) = app.get(&path, None).await;
+    assert_eq!(balance["tokens"][0]["pending"], five, "{balance}");
+    assert_eq!(balance["tokens"][0]["claimable"], "0", "{balance}");
+
+    held.rollback().await.unwrap();
+    let balance = eventually(WAIT, "the reward indexed", || async {
+        let (_, body) = app.get(&path, None).await;
+        (body["tokens"][0]["claimable"] == five).then_some(body)
+    })
+    .await;
+    assert_eq!(balance["tokens"][0]["pending"], "0", "{balance}");
+    app.stop().await.unwrap();
+}
+
 /// A transaction the node dropped from its pool leaves a gap in the account's
 /// nonces: every later one would wait behind it for ever. Re-sending the batch after
 /// `resync_nonce` takes the missing nonce, and the batch is paid.
