@@ -158,7 +158,7 @@ impl LocalCluster {
         loop {
             tries += 1;
             match Self::start_ephemeral_on(bin_dir.clone(), next_port()?) {
-                Err(ClusterError::PortTaken(port)) if tries < 3 => {
+                Err(ClusterError::PortTaken(port)) if tries < PORT_TRIES => {
                     tracing::info!(port, "the test cluster's port was taken; trying another");
                 }
                 result => return result,
@@ -210,7 +210,7 @@ rm -rf "$D"
             .map_err(io_err("waiting for the test cluster"))?;
         if first.trim() != "ready" {
             let server_log = read_tail(&dir.join("server.log")).unwrap_or_default();
-            if server_log.contains("could not bind") {
+            if bind_refused(&server_log) {
                 let _ = guardian.wait();
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(ClusterError::PortTaken(port));
@@ -287,7 +287,7 @@ rm -rf "$D"
             tries += 1;
             self.port = if port == 0 { free_port()? } else { port };
             match self.start_server_on(as_root, server_settings).await {
-                Err(ClusterError::PortTaken(taken)) if port == 0 && tries < 3 => {
+                Err(ClusterError::PortTaken(taken)) if port == 0 && tries < PORT_TRIES => {
                     tracing::info!(
                         port = taken,
                         "the dev cluster's port was taken; trying another"
@@ -336,7 +336,7 @@ rm -rf "$D"
             let log = self.data_dir.join("server.log");
             let written = std::fs::read(&log).unwrap_or_default();
             let this_start = written.get(logged_before..).unwrap_or_default();
-            if String::from_utf8_lossy(this_start).contains("could not bind") {
+            if bind_refused(&String::from_utf8_lossy(this_start)) {
                 ClusterError::PortTaken(port)
             } else {
                 self.with_log(err)
@@ -537,6 +537,16 @@ fn write_private(path: &Path, contents: &str) -> Result<(), ClusterError> {
     std::fs::write(path, contents).map_err(io_err("writing a password file"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(io_err("restricting a password file"))
+}
+
+/// Starts on a port found free: it can be taken by another process before the
+/// server binds it, and the start is tried again on another one, this many times
+/// in all.
+const PORT_TRIES: u32 = 3;
+
+/// Whether a server log says the server could not bind its port.
+fn bind_refused(server_log: &str) -> bool {
+    server_log.contains("could not bind")
 }
 
 /// The port a running cluster listens on: the fourth line of its `postmaster.pid`.

@@ -377,6 +377,12 @@ async fn estimate(
         .await?
         .ok_or_else(|| ApiError::NotFound("no such product".into()))?;
     let now = Utc::now();
+    let range = |bounds: Option<(U256, U256)>| {
+        bounds.map_or(
+            Value::Null,
+            |(min, max)| json!({"min": min.to_string(), "max": max.to_string()}),
+        )
+    };
     let mut campaigns = Vec::new();
     // A deactivated product takes no interactions: nothing to earn.
     let rows = if config.is_active {
@@ -389,12 +395,6 @@ async fn estimate(
         if rule.trigger != kind || !rule.is_live(now) {
             continue;
         }
-        let range = |bounds: Option<(U256, U256)>| {
-            bounds.map_or(
-                Value::Null,
-                |(min, max)| json!({"min": min.to_string(), "max": max.to_string()}),
-            )
-        };
         let estimate = rule.user_estimate();
         if estimate.referred.is_none() && estimate.non_referred.is_none() {
             continue;
