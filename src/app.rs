@@ -25,7 +25,7 @@ use crate::actors::supervisor::{
 };
 use crate::actors::writer::{self, Writer, WriterArgs, WriterGate, WriterMsg};
 use crate::chain::push::Pushing;
-use crate::chain::{ChainContext, ChainSetupError};
+use crate::chain::{Chain, ChainContext, ChainSetupError};
 use crate::config::{ConfigError, Secret, Settings, resolve_jwt_secret};
 use crate::db::{self, DbError};
 use crate::http::cors::AllowedOrigins;
@@ -122,7 +122,10 @@ impl App {
             }
         }
         readiness.set_migrations_applied();
-        let chain = ChainContext::connect(&settings.chain).await?.map(Arc::new);
+        let chain = ChainContext::new(&settings.chain)?.map(Arc::new);
+        if let Some(chain) = &chain {
+            tokio::spawn(greet_node(chain.chain.clone()));
+        }
         let origins = Arc::new(AllowedOrigins::new(&settings.server.cors_origins));
         origins.refresh(&pool).await?;
 
@@ -313,6 +316,18 @@ fn children(
         }
     }
     children
+}
+
+/// Says at start whether the node answers; pushing and indexing wait for it
+/// either way (their actors retry).
+async fn greet_node(chain: Chain) {
+    match chain.chain_id().await {
+        Ok(id) => tracing::info!(chain_id = id, "chain node answers"),
+        Err(err) => tracing::warn!(
+            error = %err,
+            "the chain node does not answer; interactions are taken, pushing and indexing wait for it"
+        ),
+    }
 }
 
 /// Builds and serves: what `rewardflow serve` does.

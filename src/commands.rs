@@ -100,7 +100,14 @@ async fn dev_serve(mut settings: Settings) -> Result<(), CommandError> {
     let app = App::build(settings).await?;
     if let Some((node, deployment)) = &node {
         let ctx = app.context();
-        let chain_id = ctx.chain.as_ref().map_or(0, |c| c.chain.chain_id);
+        let chain_id = match &ctx.chain {
+            Some(c) => c
+                .chain
+                .chain_id()
+                .await
+                .map_err(crate::dev::DevChainError::from)?,
+            None => 0,
+        };
         let demo = crate::dev::register_demo(&ctx.pool, chain_id, deployment).await?;
         // The demo product is written directly, not through the API: let browsers
         // on its origin in (CORS) like any product's.

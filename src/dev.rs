@@ -77,7 +77,7 @@ pub async fn start_chain(
         settings.chain.manager_key = Secret::new(DEV_KEY);
     }
     settings.chain.push_interval_ms = settings.dev.push_interval_ms;
-    let chain = Chain::connect(&settings.chain).await?;
+    let chain = Chain::new(&settings.chain)?;
     let record = settings.dev.data_dir.join("chain.env");
     let deployment = match read_deployment(&record) {
         Some(d)

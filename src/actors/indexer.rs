@@ -90,7 +90,7 @@ impl Actor for Indexer {
 }
 
 async fn poll(args: &IndexerArgs) -> Result<(), IndexError> {
-    let chain_id = args.chain.chain_id;
+    let chain_id = args.chain.chain_id().await?;
     let head = args.chain.head().await?;
     let safe = head.saturating_sub(args.confirmations);
     let mut cursor = match store::cursor(&args.pool, chain_id, args.contract).await? {
@@ -136,7 +136,7 @@ async fn poll(args: &IndexerArgs) -> Result<(), IndexError> {
 /// The cursor if its block is still on the chain; else rolls back to the newest
 /// stored block that is (or to before the first block) and returns that.
 async fn check_reorg(args: &IndexerArgs, cursor: Cursor) -> Result<Option<Cursor>, IndexError> {
-    let chain_id = args.chain.chain_id;
+    let chain_id = args.chain.chain_id().await?;
     if on_chain(&args.chain, cursor).await? {
         // The newest stored events must be on the chain too (their block may be
         // older than the cursor's).

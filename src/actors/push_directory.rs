@@ -10,7 +10,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::pusher::{Pusher, PusherMsg};
 use super::supervisor::{RestartPolicy, exit_of};
-use crate::chain::push::Pushing;
+use crate::chain::push::{PushError, Pushing};
 use crate::db::push as ledger;
 use crate::telemetry;
 
@@ -68,7 +68,10 @@ impl Actor for PushDirectory {
             elsewhere: HashSet::new(),
             _ticker: ticker,
         };
-        discover(&myself, &mut state).await?;
+        // The node may be down: the ticker looks again.
+        if let Err(err) = discover(&myself, &mut state).await {
+            tracing::warn!(error = %err, "looking for tokens to push failed");
+        }
         Ok(state)
     }
 
@@ -167,9 +170,10 @@ fn token_of(state: &PushDirectoryState, cell: &ActorCell) -> Option<Address> {
 async fn discover(
     myself: &ActorRef<PushDirectoryMsg>,
     state: &mut PushDirectoryState,
-) -> Result<(), crate::db::DbError> {
+) -> Result<(), PushError> {
     let template = &state.args.template;
-    let tokens = ledger::tokens(&template.pool, template.chain.chain_id).await?;
+    let chain_id = template.chain.chain_id().await?;
+    let tokens = ledger::tokens(&template.pool, chain_id).await?;
     for token in tokens {
         if !state.pushers.contains_key(&token) && !state.waiting.contains(&token) {
             start(myself, state, token).await;

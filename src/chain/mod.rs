@@ -66,7 +66,9 @@ fn call_error(err: alloy::contract::Error) -> ChainError {
 #[derive(Clone)]
 pub struct Chain {
     pub provider: DynProvider,
-    pub chain_id: u64,
+    /// Asked of the node on first use, then kept (shared by the clones), so that
+    /// the service starts, and takes interactions, while the node is down.
+    id: Arc<tokio::sync::OnceCell<u64>>,
 }
 
 fn http_client(url: &str, timeout: Duration) -> Result<RpcClient, ChainError> {
@@ -79,14 +81,24 @@ fn http_client(url: &str, timeout: Duration) -> Result<RpcClient, ChainError> {
 }
 
 impl Chain {
-    /// Connects and asks the node its chain id.
-    pub async fn connect(settings: &ChainSettings) -> Result<Self, ChainError> {
+    /// A client of the node at `chain.rpc_url`; nothing is asked of the node yet.
+    pub fn new(settings: &ChainSettings) -> Result<Self, ChainError> {
         let timeout = Duration::from_millis(settings.rpc_timeout_ms);
         let provider = ProviderBuilder::new()
             .connect_client(http_client(&settings.rpc_url, timeout)?)
             .erased();
-        let chain_id = provider.get_chain_id().await.map_err(rpc)?;
-        Ok(Self { provider, chain_id })
+        Ok(Self {
+            provider,
+            id: Arc::default(),
+        })
+    }
+
+    /// The node's chain id: asked the first time it is needed, then remembered.
+    pub async fn chain_id(&self) -> Result<u64, ChainError> {
+        self.id
+            .get_or_try_init(|| async { self.provider.get_chain_id().await.map_err(rpc) })
+            .await
+            .copied()
     }
 
     pub async fn head(&self) -> Result<u64, ChainError> {
@@ -386,12 +398,14 @@ pub enum ChainSetupError {
         key: &'static str,
         source: ChainError,
     },
-    #[error("cannot reach the node at chain.rpc_url: {0}")]
-    Node(ChainError),
+    #[error("chain.rpc_url: {0}")]
+    Client(ChainError),
 }
 
 impl ChainContext {
-    pub async fn connect(settings: &ChainSettings) -> Result<Option<Self>, ChainSetupError> {
+    /// The keys and a client of the node. The node is not asked anything here: a
+    /// node that is down delays pushing and indexing, not the service's start.
+    pub fn new(settings: &ChainSettings) -> Result<Option<Self>, ChainSetupError> {
         if !settings.enabled() {
             return Ok(None);
         }
@@ -426,9 +440,7 @@ impl ChainContext {
                 })
             }
         };
-        let chain = Chain::connect(settings)
-            .await
-            .map_err(ChainSetupError::Node)?;
+        let chain = Chain::new(settings).map_err(ChainSetupError::Client)?;
         let push_pull = crate::domain::ids::parse_address(&settings.multi_token_push_pull).ok();
         Ok(Some(Self {
             chain,

@@ -81,7 +81,7 @@ impl Pushing {
 
     /// Campaigns with rewards to push now.
     pub async fn work(&self) -> Result<Vec<PushWork>, PushError> {
-        Ok(ledger::work(&self.pool, self.chain.chain_id, self.token).await?)
+        Ok(ledger::work(&self.pool, self.chain.chain_id().await?, self.token).await?)
     }
 
     /// Step 1: a batch of up to one transaction's recipients, written and marked.
@@ -116,7 +116,7 @@ impl Pushing {
         if let Some(signature) = &batch.signature {
             return Ok(Bytes::from(signature.clone()));
         }
-        let domain = push::bank_domain(self.chain.chain_id, batch.bank());
+        let domain = push::bank_domain(self.chain.chain_id().await?, batch.bank());
         let signature = self
             .distributor
             .sign_digest(push::signing_hash(&domain, payload))?;
@@ -340,7 +340,7 @@ impl Pushing {
     /// change, deactivation once a deactivated campaign's rewards are all pushed.
     pub async fn sync_campaigns(&self) -> Result<(), PushError> {
         let pending =
-            ledger::campaigns_to_sync(&self.pool, self.chain.chain_id, self.token).await?;
+            ledger::campaigns_to_sync(&self.pool, self.chain.chain_id().await?, self.token).await?;
         for campaign in pending {
             self.sync_campaign(&campaign).await?;
         }

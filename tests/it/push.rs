@@ -162,10 +162,7 @@ async fn manual_pusher(
     settings: &Settings,
     max_batch: u64,
 ) -> Pushing {
-    let chain_ctx = ChainContext::connect(&settings.chain)
-        .await
-        .unwrap()
-        .unwrap();
+    let chain_ctx = ChainContext::new(&settings.chain).unwrap().unwrap();
     let mut chain_settings = settings.chain.clone();
     chain_settings.max_batch = max_batch;
     Pushing {
@@ -281,6 +278,34 @@ async fn rewards_wait_while_the_node_is_down_then_go_through() {
     chain.restart_node();
     all_pushed(&app).await;
     assert_exactly_once(&app, &chain).await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_starts_while_the_node_is_down_and_pushes_once_it_is_up() {
+    let mut chain = TestChain::start().await;
+    chain.stop_node();
+    let app = TestApp::spawn_with(|s| chain.configure(s)).await;
+    let (product, campaign) = product_and_campaign(&app, &chain, json!({})).await;
+    for i in 0..3 {
+        purchase(&app, &product, user(300 + i), &format!("early-{i}")).await;
+    }
+    let (status, ready) = app.get("/readyz", None).await;
+    assert_eq!(status, 200, "{ready}");
+    let pending = "SELECT count(*) FROM rewards WHERE status = 'pending'";
+    assert_eq!(scalar_i64(&app, pending).await, 3);
+    chain.restart_node();
+    campaign_allocated(&app, campaign).await;
+    all_pushed(&app).await;
+    assert_exactly_once(&app, &chain).await;
+    let five = U256::from(5u64) * U256::from(10u64).pow(U256::from(18));
+    assert_eq!(chain.pending_on_chain(user(300)).await, five);
+    let path = format!("/v1/wallets/{:#x}/rewards", user(302));
+    eventually(WAIT, "the RewardAdded indexed", || async {
+        let (_, body) = app.get(&path, None).await;
+        (body["tokens"][0]["claimable"] == five.to_string().as_str()).then_some(())
+    })
+    .await;
     app.stop().await.unwrap();
 }
 
@@ -627,7 +652,7 @@ async fn a_dropped_transaction_does_not_stall_the_account() {
     let mut settings = Settings::default();
     chain.configure(&mut settings);
     let sender = Sender::new(&settings.chain, DEPLOYER_KEY).unwrap();
-    let node = Chain::connect(&settings.chain).await.unwrap();
+    let node = Chain::new(&settings.chain).unwrap();
     let campaign = B256::repeat_byte(0x42);
     let budget = U256::from(10u64).pow(U256::from(20u64));
     sender
@@ -644,7 +669,10 @@ async fn a_dropped_transaction_does_not_stall_the_account() {
         nonce: B256::repeat_byte(0x99),
         deadline: U256::from(u32::MAX),
     };
-    let digest = push::signing_hash(&push::bank_domain(node.chain_id, chain.bank), &batch);
+    let digest = push::signing_hash(
+        &push::bank_domain(node.chain_id().await.unwrap(), chain.bank),
+        &batch,
+    );
     let signature = sender.sign_digest(digest).unwrap();
 
     // Sent while nothing is mined, then dropped by the node.
@@ -676,11 +704,15 @@ async fn a_dropped_transaction_does_not_stall_the_account() {
 
 /// The batch `id` as a pusher reads it, while it is unfinished.
 async fn unfinished(app: &TestApp, steps: &Pushing, id: uuid::Uuid) -> Option<ledger::BatchRow> {
-    ledger::unfinished(&app.ctx.pool, steps.chain.chain_id, steps.token)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|b| b.id == id)
+    ledger::unfinished(
+        &app.ctx.pool,
+        steps.chain.chain_id().await.unwrap(),
+        steps.token,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .find(|b| b.id == id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,9 +80,10 @@ async fn pass(
 ) -> anyhow::Result<Pass> {
     // Signed beforehand: the pusher also signs before it sends.
     let mut signed = Vec::with_capacity(recipients.len());
+    let chain_id = target.chain.chain_id().await?;
     for users in recipients {
         let payload = batch(target, users);
-        let domain = push::bank_domain(target.chain.chain_id, target.bank);
+        let domain = push::bank_domain(chain_id, target.bank);
         let signature = distributor.sign_digest(push::signing_hash(&domain, &payload))?;
         signed.push((payload, signature));
     }

@@ -74,11 +74,10 @@ const REWARD: &str = "2000000000000000000";
 pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     let secret = args.target.secret()?;
     let pool = PgPool::connect(&args.database_url).await?;
-    let chain = Chain::connect(&ChainSettings {
+    let chain = Chain::new(&ChainSettings {
         rpc_url: args.rpc_url.clone(),
         ..ChainSettings::default()
-    })
-    .await?;
+    })?;
     let owner = args.key.parse::<PrivateKeySigner>()?.address();
     let limit = Duration::from_secs(args.max_seconds);
     let head = chain.head().await?;
@@ -89,7 +88,8 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no block {head}"))?;
     println!(
         "chain=anvil block_gas_limit={} chain_id={}",
-        block.header.gas_limit, chain.chain_id
+        block.header.gas_limit,
+        chain.chain_id().await?
     );
 
     let mut api = traffic::Api::new(args.target.addr, &secret, owner);
