@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use crate::actors::indexer::{self, Indexer, IndexerArgs};
 use crate::actors::maintenance::{self, Maintenance, MaintenanceArgs};
+use crate::actors::product::DedupCache;
 use crate::actors::product_directory::{
     self, DirectoryArgs, DirectoryMsg, OpenError, ProductDirectory, ProductHandle, ProductRegistry,
     ProductTemplate,
@@ -61,6 +62,9 @@ pub struct Ingest {
     pub writer: ActorSlot<WriterMsg>,
     pub limiter: Arc<RateLimiter>,
     pub gate: Arc<WriterGate>,
+    /// Idempotency and natural keys recently stored, per product (the product
+    /// actors' dedup; the front door reads it for requests over the rate limit).
+    pub dedup: DedupCache,
 }
 
 impl Ingest {
@@ -135,6 +139,7 @@ impl App {
             writer: ActorSlot::default(),
             limiter: Arc::new(RateLimiter::new(&settings.rate_limit)),
             gate: Arc::new(WriterGate::new(settings.ingest.writer_max_pending_rows)),
+            dedup: DedupCache::new(settings.ingest.dedup_cache_entries),
         };
         let children = children(&settings, &pool, &readiness, &ingest, chain.as_deref());
         let (root, root_join) = Actor::spawn(
@@ -251,7 +256,7 @@ fn children(
             writer: ingest.writer.clone(),
             gate: ingest.gate.clone(),
             referral: referral_slot.clone(),
-            dedup: moka::sync::Cache::new(s.dedup_cache_entries),
+            dedup: ingest.dedup.clone(),
             window: Duration::from_secs(s.dedup_window_secs),
             stale_after: Duration::from_millis(settings.server.request_timeout_ms)
                 + Duration::from_secs(5),

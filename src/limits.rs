@@ -9,7 +9,6 @@ use dashmap::DashMap;
 
 use crate::config::RateLimitSettings;
 use crate::domain::rate_limit::{Bucket, Limit};
-use crate::telemetry;
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -86,7 +85,6 @@ impl RateLimiter {
 }
 
 fn limited(retry_after_secs: u64, scope: &'static str) -> Limited {
-    metrics::counter!(telemetry::RATE_LIMITED_TOTAL, "scope" => scope).increment(1);
     Limited {
         retry_after_secs,
         scope,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use alloy::primitives::{B256, U256};
+use alloy::primitives::{Address, B256, U256};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeStruct, Serializer};
@@ -21,10 +21,12 @@ use super::auth::authenticate;
 use super::body::parse_json;
 use super::problem::{ApiError, FieldError};
 use super::{authorization, json_reply, peer_addr, request_id, respond, with_ctx};
-use crate::actors::product::{GrantedReward, IngestItem, ItemResult, ProductMsg, RequestMeta};
+use crate::actors::product::{
+    DedupCache, GrantedReward, IngestItem, ItemResult, ProductMsg, RequestMeta,
+};
 use crate::actors::product_directory::{OpenError, ProductHandle};
 use crate::app::AppContext;
-use crate::domain::interaction::{Interaction, InteractionInput, MAX_BATCH};
+use crate::domain::interaction::{DedupKey, Interaction, InteractionInput, MAX_BATCH};
 use crate::domain::product::origin_allowed;
 use crate::telemetry;
 use crate::telemetry::request_id::RequestId;
@@ -125,7 +127,11 @@ async fn ingest(ctx: Arc<AppContext>, request: Request, body: Bytes) -> Result<R
             ctx.ingest
                 .limiter
                 .check(session.wallet, ip, valid.len() as u64, now_ms)
+            // Deduplication comes before the rate limit (SPEC §4): a retry of what
+            // is stored already is answered as the duplicate it is.
+            && !all_stored(&ctx.ingest.dedup, &valid, session.wallet)
         {
+            metrics::counter!(telemetry::RATE_LIMITED_TOTAL, "scope" => limited.scope).increment(1);
             return Err(ApiError::TooManyRequests {
                 detail: format!("rate limit per {} exceeded", limited.scope),
                 retry_after_secs: limited.retry_after_secs,
@@ -184,6 +190,19 @@ async fn ingest(ctx: Arc<AppContext>, request: Request, body: Bytes) -> Result<R
     count_rejections(&slots, &kinds);
     log_outcome(&slots);
     Ok(render(&ctx, batch, slots))
+}
+
+/// Whether every item repeats an idempotency or natural key stored recently (the
+/// product actors' dedup cache): then the request stores nothing new. Keys gone
+/// from the cache, and the time-window dedup, are not looked up here.
+fn all_stored(dedup: &DedupCache, items: &[(usize, Interaction)], wallet: Address) -> bool {
+    items.iter().all(|(_, interaction)| {
+        interaction
+            .dedup_keys(Some(wallet))
+            .into_iter()
+            .filter(|key| !matches!(key, DedupKey::Window(_)))
+            .any(|key| dedup.contains_key(&(interaction.product_id, key)))
+    })
 }
 
 /// `{"interactions": [...]}` is a batch; any other value is one interaction.

@@ -252,6 +252,45 @@ async fn the_rate_limit_answers_429_and_stores_nothing() {
     assert_eq!(body["errors"][0]["field"], "interactions", "{body}");
 }
 
+/// Deduplication comes before the rate limit: a wallet over its limit that retries
+/// what is stored already gets the duplicate's id, not 429.
+#[tokio::test]
+async fn a_retry_over_the_rate_limit_is_answered_as_the_duplicate_it_is() {
+    let app = TestApp::spawn_with(|s| s.rate_limit.per_wallet_per_hour = 2).await;
+    let product = create_product(&app, "retried.example").await;
+    let keyed = json!({"product_id": product, "type": "webshop.open",
+        "data": {"page": "/"}, "idempotency_key": "open-1"});
+    let order = json!({"product_id": product, "type": "purchase.completed",
+        "data": {"order_id": "R-1", "amount": "100", "currency": "EUR"}});
+    let (_, first) = send(&app, wallet(8), &keyed).await;
+    let (_, bought) = send(&app, wallet(8), &order).await;
+    let fresh = json!({"product_id": product, "type": "webshop.open", "data": {"page": "/new"}});
+    let (status, body) = send(&app, wallet(8), &fresh).await;
+    assert_problem(status, &body, 429);
+    // The same key, and the same order (its natural key), alone or together.
+    for (retry, original) in [(&keyed, &first), (&order, &bought)] {
+        let (status, again) = send(&app, wallet(8), retry).await;
+        assert_eq!(status, 202, "{again}");
+        assert_eq!(again["status"], "duplicate", "{again}");
+        assert_eq!(again["id"], original["id"], "{again}");
+    }
+    let both = json!({"interactions": [keyed, order]});
+    let (status, again) = send(&app, wallet(8), &both).await;
+    assert_eq!(status, 202, "{again}");
+    let statuses: Vec<&Value> = again["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["status"])
+        .collect();
+    assert_eq!(statuses, ["duplicate", "duplicate"], "{again}");
+    // A batch with anything new in it is still over the limit, and stores nothing.
+    let mixed = json!({"interactions": [keyed, fresh]});
+    let (status, body) = send(&app, wallet(8), &mixed).await;
+    assert_problem(status, &body, 429);
+    assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 2);
+}
+
 /// Text PostgreSQL cannot hold (the NUL character) is a 422 naming the field, not a
 /// 500 or a 503 the client would retry for ever; limits on text count characters.
 #[tokio::test]
