@@ -2,7 +2,8 @@
 # Reproducible benchmark: builds release binaries, starts rewardflow on a fresh
 # durable local PostgreSQL (fsync and synchronous_commit on), measures the
 # machine's limits (bare warp echo, COPY), runs the single-interaction and batched
-# scenarios with exactly-once verification, and prints every figure.
+# scenarios with exactly-once verification (and, with campaigns, every stored reward
+# against an independent recomputation), and prints every figure.
 #
 #   load-tests/run-benchmarks.sh [interactions] [single_concurrency] [batch_concurrency]
 #
@@ -73,6 +74,10 @@ fi
 if runs batch; then
     echo "## batched requests (100 per request)"
     load run --mode batch --batch-size 100 --interactions "$INTERACTIONS" --concurrency "$BATCH_CONCURRENCY" --run-id batch --seed 12 --database-url "$DATABASE_URL"
+fi
+if [ "$CAMPAIGNS" -gt 0 ] && { runs single || runs batch; }; then
+    echo "## every stored reward against an independent recomputation"
+    target/release/rewardflow-load recompute --database-url "$DATABASE_URL"
 fi
 if runs copy; then
     echo "## limits (PostgreSQL)"

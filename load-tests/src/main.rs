@@ -1,12 +1,14 @@
 //! `rewardflow-load`: drives a running rewardflow with realistic interactions and
 //! checks afterwards that every acknowledged interaction is stored exactly once;
 //! also measures the machine's own limits (PostgreSQL COPY, a bare warp echo) so
-//! results can be read against them. Every loop is bounded in count and time.
+//! results can be read against them; recomputes every stored reward independently
+//! after a run with campaigns. Every loop is bounded in count and time.
 #![forbid(unsafe_code)]
 
 mod client;
 mod limits;
 mod push;
+mod recompute;
 mod report;
 mod run;
 mod scenario;
@@ -41,6 +43,12 @@ enum Command {
     /// pushed on-chain: rewards/min, batches, gas per reward; on-chain = PostgreSQL;
     /// then the same calls sent directly (the machine's limit).
     Push(push::PushArgs),
+    /// Recomputes every stored reward from the stored campaigns, referral edges
+    /// and interactions, independently of the service, and compares (SPEC §12).
+    Recompute {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -80,5 +88,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::run(args).await,
         Command::Limits(args) => limits::run(args).await,
         Command::Push(args) => push::run(args).await,
+        Command::Recompute { database_url } => {
+            let started = std::time::Instant::now();
+            let report = recompute::check(&database_url).await?;
+            println!("{report} seconds={:.1}", started.elapsed().as_secs_f64());
+            anyhow::ensure!(
+                report.ok(),
+                "the stored rewards differ from the recomputation"
+            );
+            Ok(())
+        }
     }
 }
