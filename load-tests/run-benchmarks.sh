@@ -8,7 +8,9 @@
 #   load-tests/run-benchmarks.sh [interactions] [single_concurrency] [batch_concurrency]
 #
 # Environment: CAMPAIGNS_PER_PRODUCT (default 0: no campaigns) gives every product a
-# bank and that many active campaigns; SCENARIOS (default "limits single batch copy";
+# bank and that many active campaigns; PRODUCTS (default 1000) and WALLETS (default
+# 100000) size the scenario, EVERY_WALLET=1 makes every wallet act in turn (for the
+# memory line printed after the runs); SCENARIOS (default "limits single batch copy";
 # "push" is also available) picks what runs.
 #
 # The push scenario (SCENARIOS=push) sends PUSH_PURCHASES (default 20000) purchases
@@ -31,6 +33,9 @@ DIR=${BENCH_DIR:-/tmp/rewardflow-bench}
 PORT=${BENCH_PORT:-18090}
 PG_PORT=${BENCH_PG_PORT:-54400}
 CAMPAIGNS=${CAMPAIGNS_PER_PRODUCT:-0}
+PRODUCTS=${PRODUCTS:-1000}
+WALLETS=${WALLETS:-100000}
+SPREAD=(); [ -n "${EVERY_WALLET:-}" ] && SPREAD=(--every-wallet)
 SCENARIOS=${SCENARIOS:-limits single batch copy}
 ANVIL_PORT=${BENCH_ANVIL_PORT:-18545}
 PUSH_PURCHASES=${PUSH_PURCHASES:-20000}
@@ -60,7 +65,7 @@ load() { target/release/rewardflow-load "$@" --addr "127.0.0.1:$PORT" --jwt-secr
 echo "## machine"
 echo "cpus=$(nproc) model=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" memory=$(free -g | awk '/Mem:/{print $2}')GiB postgres=\"$(psql --version | cut -d' ' -f3)\""
 if runs single || runs batch; then
-    load setup --campaigns-per-product "$CAMPAIGNS" >/dev/null
+    load setup --products "$PRODUCTS" --campaigns-per-product "$CAMPAIGNS" >/dev/null
     echo "campaigns_per_product=$CAMPAIGNS"
 fi
 if runs limits; then
@@ -69,11 +74,13 @@ if runs limits; then
 fi
 if runs single; then
     echo "## single-interaction requests"
-    load run --mode single --interactions "$INTERACTIONS" --concurrency "$SINGLE_CONCURRENCY" --run-id single --seed 11 --database-url "$DATABASE_URL"
+    load run --mode single --interactions "$INTERACTIONS" --concurrency "$SINGLE_CONCURRENCY" --run-id single --seed 11 \
+        --products "$PRODUCTS" --wallets "$WALLETS" "${SPREAD[@]}" --database-url "$DATABASE_URL"
 fi
 if runs batch; then
     echo "## batched requests (100 per request)"
-    load run --mode batch --batch-size 100 --interactions "$INTERACTIONS" --concurrency "$BATCH_CONCURRENCY" --run-id batch --seed 12 --database-url "$DATABASE_URL"
+    load run --mode batch --batch-size 100 --interactions "$INTERACTIONS" --concurrency "$BATCH_CONCURRENCY" --run-id batch --seed 12 \
+        --products "$PRODUCTS" --wallets "$WALLETS" "${SPREAD[@]}" --database-url "$DATABASE_URL"
 fi
 if [ "$CAMPAIGNS" -gt 0 ] && { runs single || runs batch; }; then
     echo "## every stored reward against an independent recomputation"
@@ -90,6 +97,14 @@ if runs push; then
     done
     echo "anvil=\"$("$(sed -n 's/^anvil_bin = "\(.*\)"/\1/p' config.toml)" --version | head -1)\""
     load push --purchases "$PUSH_PURCHASES" --batch-size "$PUSH_MAX_BATCH" --limit-batches "$PUSH_LIMIT_BATCHES" --database-url "$DATABASE_URL"
+fi
+if runs single || runs batch; then
+    echo "## memory of the service after the runs"
+    grep -E '^(VmRSS|VmHWM)' "/proc/$svc/status" | tr -s ' \t' ' '
+    psql "$DATABASE_URL" -Atc "SELECT 'products=' || (SELECT count(*) FROM products)
+        || ' active_campaigns=' || (SELECT count(*) FROM campaigns WHERE status = 'active')
+        || ' wallets_known=' || (SELECT count(*) FROM (SELECT wallet FROM interactions
+            UNION SELECT referrer_wallet FROM interactions) w WHERE wallet IS NOT NULL)"
 fi
 psql "$DATABASE_URL" -Atc "SELECT 'rewards_stored=' || count(*) FROM rewards"
 psql "$DATABASE_URL" -Atc "SELECT 'rows_stored=' || count(*) FROM interactions"

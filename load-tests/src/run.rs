@@ -44,6 +44,10 @@ pub struct RunArgs {
     pub concurrency: u64,
     #[arg(long, default_value_t = 100_000)]
     pub wallets: u32,
+    /// Every wallet acts in turn instead of drawn ones (the memory measurement:
+    /// the first `wallets` interactions that are not referrals use every wallet).
+    #[arg(long)]
+    pub every_wallet: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Prefix of the idempotency keys; a new id makes new interactions.
@@ -195,7 +199,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.target.products,
         args.wallets,
         args.interactions,
-    );
+    )
+    .every_wallet(args.every_wallet);
     let tokens: Vec<String> = (0..args.wallets).map(|w| mint(&secret, w)).collect();
     let shared = Arc::new(Shared {
         scenario,

@@ -35,7 +35,12 @@ pub struct Scenario {
     edges: Vec<(u32, u32, u32)>,
     /// Per product, the wallets in its referral tree (who act most).
     members: Vec<Vec<u32>>,
+    /// Every wallet acts in turn (see `every_wallet`).
+    every_wallet: bool,
 }
+
+/// A prime above `u32::MAX`: multiplying by it permutes any range of wallets.
+const SPREAD: u128 = 4_294_967_311;
 
 /// The domain of load-test product `i`.
 pub fn product_domain(i: u32) -> String {
@@ -88,7 +93,16 @@ impl Scenario {
             product_ids,
             edges,
             members,
+            every_wallet: false,
         }
+    }
+
+    /// The acting wallet of the interactions that are not referrals is no longer
+    /// drawn: the first W of them are by the W wallets, each once, and so on (to
+    /// make the service know every wallet, for the memory measurement).
+    pub fn every_wallet(mut self, on: bool) -> Self {
+        self.every_wallet = on;
+        self
     }
 
     /// Interaction `seq`: the acting wallet and the JSON body.
@@ -108,7 +122,12 @@ impl Scenario {
         }
         let product = rng.random_range(0..self.product_ids.len());
         let members = &self.members[product];
-        let wallet = if rng.random_bool(0.5) && !members.is_empty() {
+        let wallet = if self.every_wallet {
+            // Referrals come first in every ten while edges remain.
+            let referrals = seq.div_ceil(REFERRAL_EVERY).min(self.edges.len() as u64);
+            let turn = u128::from(seq - referrals);
+            (turn * SPREAD % u128::from(self.wallets)) as u32
+        } else if rng.random_bool(0.5) && !members.is_empty() {
             members[rng.random_range(0..members.len())]
         } else {
             rng.random_range(0..self.wallets)
@@ -180,6 +199,20 @@ pub fn wallet_hex(n: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_wallet_acts_once_in_turn() {
+        let s = Scenario::new("t", 7, 10, 1_000, 2_000).every_wallet(true);
+        let acting: Vec<u32> = (0..2_000)
+            .map(|seq| s.interaction(seq))
+            .filter(|(_, body)| body["type"] != "referral.referred")
+            .map(|(wallet, _)| wallet)
+            .collect();
+        assert_eq!(acting.len(), 1_800);
+        let first: HashSet<u32> = acting[..1_000].iter().copied().collect();
+        assert_eq!(first.len(), 1_000);
+        assert!(acting.iter().all(|w| *w < 1_000));
+    }
 
     #[test]
     fn reproducible_and_shaped_as_asked() {
