@@ -192,6 +192,48 @@ async fn referral_requirement_per_user_cap_depth_and_isolation() {
     assert!(paid(&purchase(&app, &b, user).await).is_empty());
 }
 
+/// SPEC §4's rules apply per interaction, in order: in a batch, what a wallet did
+/// before its referral earns its referrer nothing; what it did after does.
+#[tokio::test]
+async fn a_referral_in_a_batch_counts_from_its_place_on() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "batch-order.example").await;
+    campaign(&app, &product, json!({"trigger": "webshop.open"})).await;
+    let (user, referrer) = (wallet(30), wallet(31));
+    let open =
+        |page: &str| json!({"product_id": product, "type": "webshop.open", "data": {"page": page}});
+    let batch = json!({"interactions": [
+        open("/before"),
+        {"product_id": product, "type": "referral.referred", "referrer": format!("{referrer:#x}")},
+        open("/after"),
+    ]});
+    let (status, body) = app
+        .post("/v1/interactions", &batch, Some(&app.token(user)))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let items = body["interactions"].as_array().unwrap();
+    assert_eq!(items[1]["referral"], "registered", "{body}");
+    assert_eq!(
+        paid(&items[0]),
+        vec![("user".into(), "5000000000000000000".into())],
+        "{body}"
+    );
+    assert_eq!(
+        paid(&items[2]),
+        vec![
+            ("user".into(), "5000000000000000000".into()),
+            ("referrer_l1".into(), "5000000000000000000".into())
+        ],
+        "{body}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM rewards WHERE wallet = $1")
+        .bind(referrer.as_slice())
+        .fetch_one(&app.ctx.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+}
+
 #[tokio::test]
 async fn pause_and_activate_take_effect_for_the_next_interaction() {
     let app = TestApp::spawn().await;

@@ -135,7 +135,15 @@ async fn submit(
         .iter()
         .map(|i| refunded_before(state, &i.interaction))
         .collect();
-    let Some(earned) = earn(state, &ids, &fresh, &refunded, now).await else {
+    let referring = fresh
+        .iter()
+        .enumerate()
+        .filter_map(|(index, i)| Some((index, i.wallet?, i.interaction.referrer?)));
+    let registered = referring
+        .zip(outcomes.clone())
+        .find(|(_, outcome)| *outcome == ReferralOutcome::Registered)
+        .map(|((index, wallet, _), _)| (index, wallet));
+    let Some(earned) = earn(state, &ids, &fresh, &refunded, registered, now).await else {
         // Undo the referrals registered above: nothing of this will be written.
         let registered: Vec<(ReferralOutcome, Address, Address)> = pairs
             .iter()
