@@ -137,8 +137,8 @@ async fn round(state: &mut PusherState, full: bool) -> Result<usize, PushError> 
     let settings = &steps.settings;
     let gas_of = |batch: &BatchRow| settings.budgeted_gas(batch.recipient_count.max(0) as usize);
     let (mut in_flight, mut gas_in_flight) = (0, 0);
-    for batch in ledger::unfinished(&steps.pool, steps.chain.chain_id().await?, steps.token).await?
-    {
+    let chain_id = steps.chain.chain_id().await?;
+    for batch in ledger::unfinished(&steps.pool, chain_id, steps.token).await? {
         let progress = steps.advance(&batch).await?;
         if settle(state, batch.bank_id, &progress) == 1 {
             in_flight += 1;

@@ -32,7 +32,7 @@ pub(super) struct Earned {
 /// budgets and per-user counters in memory (so concurrent requests can never
 /// overspend); `None` when the referral chains cannot be had. `refunded`: per
 /// item, a purchase of an order refunded before it (earns nothing).
-/// `registered`: the item, and its wallet, whose referral this batch registered
+/// `newly_referred`: the item, and its wallet, whose referral this batch registered
 /// — that wallet had no referrer before it, so its items placed earlier in the
 /// batch earn without one (SPEC §4's rules apply per interaction, in order).
 pub(super) async fn earn(
@@ -40,7 +40,7 @@ pub(super) async fn earn(
     ids: &[Uuid],
     fresh: &[IngestItem],
     refunded: &[bool],
-    registered: Option<(usize, Address)>,
+    newly_referred: Option<(usize, Address)>,
     now: DateTime<Utc>,
 ) -> Option<Earned> {
     let mut earned = Earned {
@@ -71,7 +71,7 @@ pub(super) async fn earn(
     let chains = referral_edges(state).await?.chains(&wallets);
     for ((index, wallet), chain) in rewardable.into_iter().zip(&chains) {
         let (item, id) = (&fresh[index], &ids[index]);
-        let before_its_referral = registered.is_some_and(|(at, w)| index < at && w == wallet);
+        let before_its_referral = newly_referred.is_some_and(|(at, w)| index < at && w == wallet);
         let chain: &[Address] = if before_its_referral { &[] } else { chain };
         for campaign in state
             .campaigns

@@ -139,11 +139,11 @@ async fn submit(
         .iter()
         .enumerate()
         .filter_map(|(index, i)| Some((index, i.wallet?, i.interaction.referrer?)));
-    let registered = referring
+    let newly_referred = referring
         .zip(outcomes.clone())
         .find(|(_, outcome)| *outcome == ReferralOutcome::Registered)
         .map(|((index, wallet, _), _)| (index, wallet));
-    let Some(earned) = earn(state, &ids, &fresh, &refunded, registered, now).await else {
+    let Some(earned) = earn(state, &ids, &fresh, &refunded, newly_referred, now).await else {
         // Undo the referrals registered above: nothing of this will be written.
         let registered: Vec<(ReferralOutcome, Address, Address)> = pairs
             .iter()
