@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use alloy::primitives::U256;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -66,13 +67,16 @@ macro_rules! charged {
         r#", charged AS (
     UPDATE campaigns c SET
         used_budget = c.used_budget + coalesce(d.amount, 0),
-        status = CASE WHEN d.exhausted AND c.status = 'active' THEN 'budget_exhausted'
-                      ELSE c.status END,
+        status = CASE WHEN c.status = 'active'
+                           AND c.budget_cap - c.used_budget - coalesce(d.amount, 0) < d.smallest
+                      THEN 'budget_exhausted' ELSE c.status END,
         updated_at = now()
     FROM (
-        SELECT coalesce(e.campaign_id, x.id) AS id, e.amount, x.id IS NOT NULL AS exhausted
+        SELECT coalesce(e.campaign_id, x.id) AS id, e.amount, x.smallest
         FROM (SELECT campaign_id, sum(amount) AS amount FROM earned GROUP BY campaign_id) e
-        FULL JOIN (SELECT DISTINCT id FROM UNNEST($32::bigint[]) AS x(id)) x
+        FULL JOIN (SELECT id, min(smallest) AS smallest
+                   FROM UNNEST($32::bigint[], $33::text[]::numeric[]) AS x(id, smallest)
+                   GROUP BY id) x
             ON x.id = e.campaign_id
     ) d
     WHERE c.id = d.id AND c.budget_cap > 0
@@ -122,8 +126,19 @@ pub struct FlushRows<'a> {
     pub interactions: &'a [InteractionRow],
     pub rewards: &'a [RewardRow],
     pub users: &'a [UserReward],
-    /// Campaigns whose budget these rows exhaust.
-    pub exhausted: &'a [i64],
+    /// Campaigns these rows may exhaust.
+    pub exhausted: &'a [MayExhaust],
+}
+
+/// A campaign a flush may exhaust: it becomes `budget_exhausted` when what its cap
+/// leaves, once the flush's stored rewards are charged, is below `smallest` (the
+/// least a reward set of it costs). Decided on the stored spend, so a row the
+/// database refuses (a duplicate) exhausts nothing, and a cap raised meanwhile
+/// counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MayExhaust {
+    pub campaign_id: i64,
+    pub smallest: U256,
 }
 
 /// Stores the rows. Returns, for each interaction a unique index refused (an
@@ -175,7 +190,18 @@ pub async fn store(
         .bind(u.interaction_id)
         .bind(u.amount)
         .bind(u.at)
-        .bind(rows.exhausted)
+        .bind(
+            rows.exhausted
+                .iter()
+                .map(|e| e.campaign_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.exhausted
+                .iter()
+                .map(|e| e.smallest.to_string())
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *conn)
         .await?;
     if inserted.len() == rows.interactions.len() {

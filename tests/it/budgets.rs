@@ -106,6 +106,44 @@ async fn an_unlimited_campaign_spends_its_rewards_and_a_later_cap_starts_from_th
     assert_eq!(body["used_budget"], units(50));
 }
 
+/// A row the database refuses as a duplicate (its key gone from the service's
+/// memory, as after a restart) exhausts nothing: the campaign's status follows what
+/// was stored, not what was charged in memory and given back.
+#[tokio::test]
+async fn a_duplicate_the_database_refuses_does_not_exhaust_the_campaign() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "refused.example").await;
+    // 10 units per purchase to the (unreferred) buyer; room for two.
+    let id = campaign(
+        &app,
+        &product,
+        json!({"user_bps": 10000, "budget_cap": units(20)}),
+    )
+    .await;
+    let order = json!({"product_id": product, "type": "purchase.completed",
+        "data": {"order_id": "twice"}});
+    let buyer = app.token(wallet(40));
+    let (status, first) = app.post("/v1/interactions", &order, Some(&buyer)).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["rewards"][0]["amount"], units(10), "{first}");
+    // The service forgets the order's key, as a restarted one would.
+    app.ctx.ingest.dedup.invalidate_all();
+    let (status, again) = app.post("/v1/interactions", &order, Some(&buyer)).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["status"], "duplicate", "{again}");
+    assert_eq!(again["id"], first["id"], "{again}");
+    let body = shown(&app, id).await;
+    assert_eq!(body["status"], "active", "{body}");
+    assert_eq!(body["used_budget"], units(10), "{body}");
+    // The room left pays the next buyer, who exhausts the campaign.
+    assert_eq!(
+        purchase(&app, &product, wallet(41)).await["rewards"][0]["amount"],
+        units(10)
+    );
+    assert_eq!(shown(&app, id).await["status"], "budget_exhausted");
+    assert_eq!(column_and_sum(&app, id).await, (units(20), units(20)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cap_set_while_rewards_are_written_counts_every_one_of_them() {
     let app = TestApp::spawn().await;

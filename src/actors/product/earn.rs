@@ -10,8 +10,11 @@ use uuid::Uuid;
 
 use super::{GrantedReward, IngestItem, ProductState};
 use crate::actors::referral::{ProductEdges, ReferralMsg};
+use crate::db::flush::MayExhaust;
 use crate::db::rewards::{RewardRow, UserReward};
-use crate::domain::campaign::{CampaignStatus, Occurrence, RecipientType, Skip, total};
+use crate::domain::campaign::{
+    CampaignRule, CampaignStatus, Occurrence, RecipientType, Skip, total,
+};
 
 #[derive(Clone, Default)]
 pub(super) struct ItemEarnings {
@@ -25,7 +28,7 @@ pub(super) struct Earned {
     pub(super) per_item: Vec<ItemEarnings>,
     pub(super) rewards: Vec<RewardRow>,
     pub(super) users: Vec<UserReward>,
-    pub(super) exhausted: Vec<i64>,
+    pub(super) exhausted: Vec<MayExhaust>,
 }
 
 /// Evaluates every active campaign for every fresh item, in order, charging
@@ -34,7 +37,9 @@ pub(super) struct Earned {
 /// item, a purchase of an order refunded before it (earns nothing).
 /// `newly_referred`: the item, and its wallet, whose referral this batch registered
 /// — that wallet had no referrer before it, so its items placed earlier in the
-/// batch earn without one (SPEC §4's rules apply per interaction, in order).
+/// batch earn without one (SPEC §4's rules apply per interaction, in order). One
+/// is enough: an SDK batch is one wallet's (a wallet's first referrer wins) and
+/// webhooks carry no referrals.
 pub(super) async fn earn(
     state: &mut ProductState,
     ids: &[Uuid],
@@ -97,7 +102,7 @@ pub(super) async fn earn(
                 // Its cap was lowered below what the smallest reward needs.
                 Err(Skip::BudgetInsufficient) if campaign.is_exhausted() => {
                     campaign.status = CampaignStatus::BudgetExhausted;
-                    earned.exhausted.push(campaign.id);
+                    earned.exhausted.push(may_exhaust(campaign));
                     continue;
                 }
                 Err(_) => continue,
@@ -149,11 +154,18 @@ pub(super) async fn earn(
             earned.per_item[index].charges.push((campaign.id, charged));
             if campaign.is_exhausted() {
                 campaign.status = CampaignStatus::BudgetExhausted;
-                earned.exhausted.push(campaign.id);
+                earned.exhausted.push(may_exhaust(campaign));
             }
         }
     }
     Some(earned)
+}
+
+fn may_exhaust(campaign: &CampaignRule) -> MayExhaust {
+    MayExhaust {
+        campaign_id: campaign.id,
+        smallest: campaign.smallest_total(),
+    }
 }
 
 /// The product's referral edges: the handle held since the last call while the

@@ -144,12 +144,14 @@ async fn submit(
         .find(|(_, outcome)| *outcome == ReferralOutcome::Registered)
         .map(|((index, wallet, _), _)| (index, wallet));
     let Some(earned) = earn(state, &ids, &fresh, &refunded, newly_referred, now).await else {
-        // Undo the referrals registered above: nothing of this will be written.
-        let registered: Vec<(ReferralOutcome, Address, Address)> = pairs
+        // Undo the referrals registered above (only those: an edge found already
+        // there stays): nothing of this will be written.
+        let decided: Vec<(ReferralOutcome, Address, Address)> = pairs
             .iter()
-            .map(|&(w, r)| (ReferralOutcome::Registered, w, r))
+            .zip(outcomes)
+            .map(|(&(w, r), outcome)| (outcome, w, r))
             .collect();
-        forget_referral_pairs(state, registered);
+        forget_referral_pairs(state, decided);
         state.args.gate.release(count);
         return false;
     };

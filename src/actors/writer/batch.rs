@@ -14,7 +14,7 @@ use crate::actors::product::ProductMsg;
 use crate::actors::push_directory::PushDirectoryMsg;
 use crate::actors::supervisor::ActorSlot;
 use crate::db::DbError;
-use crate::db::flush::{self, FlushRows};
+use crate::db::flush::{self, FlushRows, MayExhaust};
 use crate::db::interactions::InteractionRow;
 use crate::db::refunds::{self, RefundOutcome, RefundRequest};
 use crate::db::rewards::{RewardRow, UserReward};
@@ -31,7 +31,7 @@ struct Batch {
     rows: Vec<InteractionRow>,
     rewards: Vec<RewardRow>,
     users: Vec<UserReward>,
-    exhausted: Vec<i64>,
+    exhausted: Vec<MayExhaust>,
     refunds: Vec<RefundRequest>,
 }
 
@@ -42,7 +42,7 @@ struct Owner {
     tag: u64,
     request_id: RequestId,
     counts: (usize, usize, usize, usize),
-    exhausted: Vec<i64>,
+    exhausted: Vec<MayExhaust>,
 }
 
 /// Writes the sets in one transaction (flush number `number`) and tells each

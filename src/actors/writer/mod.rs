@@ -29,6 +29,7 @@ use super::product::ProductMsg;
 use super::push_directory::PushDirectoryMsg;
 use super::supervisor::ActorSlot;
 use crate::db::campaigns::Recap;
+use crate::db::flush::MayExhaust;
 use crate::db::interactions::InteractionRow;
 use crate::db::refunds::{RefundOutcome, RefundRequest};
 use crate::db::rewards::{RewardRow, UserReward};
@@ -57,8 +58,8 @@ pub struct WriteSet {
     pub rows: Vec<InteractionRow>,
     pub rewards: Vec<RewardRow>,
     pub users: Vec<UserReward>,
-    /// Campaigns whose budget this write set exhausts.
-    pub exhausted: Vec<i64>,
+    /// Campaigns this write set may exhaust (decided on the stored spend).
+    pub exhausted: Vec<MayExhaust>,
     /// Refund interactions among `rows`: their purchases' rewards to cancel.
     pub refunds: Vec<RefundRequest>,
 }
