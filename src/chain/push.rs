@@ -349,7 +349,10 @@ impl Pushing {
 
     async fn sync_campaign(&self, c: &CampaignSync) -> Result<(), PushError> {
         let (call, to) = match c.chain_state.as_str() {
-            "allocate" => ("allocate_campaign_budget", "allocated"),
+            // The bank's budget is set, not added to: it must start from what the
+            // bank has paid, so a batch still in flight (no new one starts before the
+            // allocation: `work`) settles first; its payment would count twice.
+            "allocate" if c.in_flight == 0 => ("allocate_campaign_budget", "allocated"),
             "deactivate" if c.unpushed == 0 => ("deactivate_campaign", "deactivated"),
             _ => return Ok(()),
         };

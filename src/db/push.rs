@@ -393,10 +393,12 @@ pub struct CampaignSync {
     pub bank: Address,
     pub chain_state: String,
     pub budget_cap: U256,
-    /// Σ of its rewards already pushed (or being pushed): what the bank has paid or will.
+    /// Σ of its rewards pushed (confirmed): what the bank has paid.
     pub pushed: U256,
     /// Rewards of it not pushed yet (pending or pushing).
     pub unpushed: i64,
+    /// Rewards of it in batches not finished yet: the bank may or may not pay them.
+    pub in_flight: i64,
 }
 
 pub async fn campaigns_to_sync(
@@ -407,9 +409,11 @@ pub async fn campaigns_to_sync(
     let rows = sqlx::query(
         "SELECT c.id, c.external_id, b.bank_address, c.chain_state, c.budget_cap::text AS budget_cap,
             (SELECT COALESCE(sum(amount), 0)::text FROM rewards
-              WHERE campaign_id = c.id AND status IN ('pushing', 'pushed')) AS pushed,
+              WHERE campaign_id = c.id AND status = 'pushed') AS pushed,
             (SELECT count(*) FROM rewards
-              WHERE campaign_id = c.id AND status IN ('pending', 'pushing')) AS unpushed
+              WHERE campaign_id = c.id AND status IN ('pending', 'pushing')) AS unpushed,
+            (SELECT count(*) FROM rewards
+              WHERE campaign_id = c.id AND status = 'pushing') AS in_flight
          FROM campaigns c JOIN product_banks b ON b.id = c.bank_id
          WHERE c.chain_state IN ('allocate', 'deactivate') AND b.chain_id = $1
            AND b.token_address = $2 AND b.is_active
@@ -429,6 +433,7 @@ pub async fn campaigns_to_sync(
             budget_cap: parse_u256(r.get::<&str, _>("budget_cap")),
             pushed: parse_u256(r.get::<&str, _>("pushed")),
             unpushed: r.get("unpushed"),
+            in_flight: r.get("in_flight"),
         })
         .collect())
 }

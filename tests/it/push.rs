@@ -234,6 +234,78 @@ async fn crash_and_recover(point: CrashPoint) {
     second.stop().await.unwrap();
 }
 
+/// The bank's budget is set, not added to: a campaign allocated again (here on its
+/// activation after a pause) while one of its batches is in flight waits until the
+/// batch is settled, or the batch's payment would be counted twice and the last
+/// rewards could never be paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_allocated_again_counts_a_batch_in_flight_once() {
+    let chain = TestChain::start().await;
+    let database = fresh_database().await;
+    // No pusher in the service: the test plays its steps.
+    let app = TestApp::start(test_settings(&database)).await.unwrap();
+    let cap = U256::from(100u64) * U256::from(10u64).pow(U256::from(18));
+    let (product, campaign) =
+        product_and_campaign(&app, &chain, json!({"budget_cap": cap.to_string()})).await;
+    purchase(&app, &product, user(400), "in-flight-1").await;
+    purchase(&app, &product, user(401), "in-flight-2").await;
+    let steps = manual_pusher(&app, &chain, &chain_settings(&chain, &database), 10).await;
+    steps.sync_campaigns().await.unwrap();
+    let work = steps.work().await.unwrap();
+    let batch = steps.prepare(&work[0]).await.unwrap().expect("a batch");
+
+    // Paused and active again while the batch is marked but not sent.
+    let owner = owner_token(&app);
+    for action in ["pause", "activate"] {
+        let (status, body) = app
+            .post(
+                &format!("/v1/campaigns/{campaign}/{action}"),
+                &serde_json::Value::Null,
+                Some(&owner),
+            )
+            .await;
+        assert_eq!(status, 200, "{action}: {body}");
+    }
+    steps.sync_campaigns().await.unwrap();
+    let payload = steps.payload(&batch).await.unwrap();
+    let signature = steps.sign(&batch, &payload).await.unwrap();
+    let tx = steps.send(&batch, &payload, signature).await.unwrap();
+    ledger::mark_sent(&app.ctx.pool, batch.id, tx)
+        .await
+        .unwrap();
+    let sent = unfinished(&app, &steps, batch.id).await.expect("sent");
+    let progress = eventually(WAIT, "the batch confirmed", || async {
+        match steps.advance(&sent).await.unwrap() {
+            Progress::InFlight => None,
+            other => Some(other),
+        }
+    })
+    .await;
+    assert!(
+        matches!(progress, Progress::Confirmed { .. }),
+        "{progress:?}"
+    );
+    steps.sync_campaigns().await.unwrap();
+
+    let (_, view) = app
+        .get(&format!("/v1/campaigns/{campaign}"), Some(&owner))
+        .await;
+    assert_eq!(view["chain"]["state"], "allocated", "{view}");
+    let external: uuid::Uuid = view["external_id"].as_str().unwrap().parse().unwrap();
+    let left = ProductBank::new(chain.bank, &chain.provider)
+        .getCampaignBudget(onchain_campaign_id(external), chain.token)
+        .call()
+        .await
+        .unwrap();
+    let paid = U256::from(10u64) * U256::from(10u64).pow(U256::from(18));
+    assert_eq!(
+        left,
+        cap - paid,
+        "the bank holds the cap minus what it paid"
+    );
+    app.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pusher_killed_after_marking_loses_nothing() {
     crash_and_recover(CrashPoint::Marked).await;
