@@ -23,6 +23,9 @@ use uuid::Uuid;
 /// Rows read per query.
 const PAGE: i64 = 100_000;
 
+/// The deepest referral chain a campaign pays (SPEC §5).
+const MAX_DEPTH: usize = 5;
+
 pub type Wallet = [u8; 20];
 
 /// A campaign as the recomputation needs it.
@@ -362,11 +365,13 @@ pub async fn check(database_url: &str) -> anyhow::Result<Recomputation> {
                     report.unmodelled += 1;
                     continue;
                 }
-                let chain = edges.chain(product, user, at, campaign.max_depth);
+                // A referral is required of the wallet, whatever the depth paid.
+                let chain = edges.chain(product, user, at, MAX_DEPTH);
                 if campaign.requires_referral && chain.is_empty() {
                     continue;
                 }
-                for share in split(campaign, user, &chain) {
+                let paid = &chain[..chain.len().min(campaign.max_depth)];
+                for share in split(campaign, user, paid) {
                     report.expected += 1;
                     match stored.remove(&(at, campaign.id, share.level)) {
                         None => report.missing += 1,

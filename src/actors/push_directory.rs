@@ -60,7 +60,7 @@ impl Actor for PushDirectory {
     ) -> Result<Self::State, ActorProcessingErr> {
         let interval = Duration::from_millis(args.template.settings.push_interval_ms);
         let ticker = myself.send_interval(interval, || PushDirectoryMsg::Discover);
-        let mut state = PushDirectoryState {
+        let state = PushDirectoryState {
             args,
             pushers: HashMap::new(),
             restarts: HashMap::new(),
@@ -68,10 +68,9 @@ impl Actor for PushDirectory {
             elsewhere: HashSet::new(),
             _ticker: ticker,
         };
-        // The node may be down: the ticker looks again.
-        if let Err(err) = discover(&myself, &mut state).await {
-            tracing::warn!(error = %err, "looking for tokens to push failed");
-        }
+        // Looked for once started, not here: a node that does not answer must not
+        // hold up the service's start (and the ticker looks again).
+        myself.cast(PushDirectoryMsg::Discover)?;
         Ok(state)
     }
 

@@ -111,10 +111,15 @@ async fn ingest(ctx: Arc<AppContext>, request: Request, body: Bytes) -> Result<R
     }
 
     let ip = remote.map(|r| r.ip());
-    if !valid.is_empty() {
-        if let Some(most) = ctx.ingest.limiter.most_at_once(ip.is_some())
-            && valid.len() as u64 > most
-        {
+    // Deduplication comes before the rate limit (SPEC §4): an item repeating an
+    // idempotency or natural key stored recently is answered as the duplicate it
+    // is and takes nothing from the limits.
+    if let Some(most) = ctx.ingest.limiter.most_at_once(ip.is_some()) {
+        let new = valid
+            .iter()
+            .filter(|(_, item)| !recently_stored(&ctx.ingest.dedup, item, session.wallet))
+            .count() as u64;
+        if new > most {
             return Err(ApiError::invalid(
                 "interactions",
                 format!(
@@ -123,13 +128,8 @@ async fn ingest(ctx: Arc<AppContext>, request: Request, body: Bytes) -> Result<R
             ));
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
-        if let Err(limited) =
-            ctx.ingest
-                .limiter
-                .check(session.wallet, ip, valid.len() as u64, now_ms)
-            // Deduplication comes before the rate limit (SPEC §4): a retry of what
-            // is stored already is answered as the duplicate it is.
-            && !all_stored(&ctx.ingest.dedup, &valid, session.wallet)
+        if new > 0
+            && let Err(limited) = ctx.ingest.limiter.check(session.wallet, ip, new, now_ms)
         {
             metrics::counter!(telemetry::RATE_LIMITED_TOTAL, "scope" => limited.scope).increment(1);
             return Err(ApiError::TooManyRequests {
@@ -192,17 +192,15 @@ async fn ingest(ctx: Arc<AppContext>, request: Request, body: Bytes) -> Result<R
     Ok(render(&ctx, batch, slots))
 }
 
-/// Whether every item repeats an idempotency or natural key stored recently (the
-/// product actors' dedup cache): then the request stores nothing new. Keys gone
-/// from the cache, and the time-window dedup, are not looked up here.
-fn all_stored(dedup: &DedupCache, items: &[(usize, Interaction)], wallet: Address) -> bool {
-    items.iter().all(|(_, interaction)| {
-        interaction
-            .dedup_keys(Some(wallet))
-            .into_iter()
-            .filter(|key| !matches!(key, DedupKey::Window(_)))
-            .any(|key| dedup.contains_key(&(interaction.product_id, key)))
-    })
+/// Whether the interaction repeats an idempotency or natural key stored recently
+/// (the product actors' dedup cache). Keys gone from the cache, and the time-window
+/// dedup, are not looked up here: such a repeat counts against the limits.
+fn recently_stored(dedup: &DedupCache, interaction: &Interaction, wallet: Address) -> bool {
+    interaction
+        .dedup_keys(Some(wallet))
+        .into_iter()
+        .filter(|key| !matches!(key, DedupKey::Window(_)))
+        .any(|key| dedup.contains_key(&(interaction.product_id, key)))
 }
 
 /// `{"interactions": [...]}` is a batch; any other value is one interaction.

@@ -252,8 +252,8 @@ async fn the_rate_limit_answers_429_and_stores_nothing() {
     assert_eq!(body["errors"][0]["field"], "interactions", "{body}");
 }
 
-/// Deduplication comes before the rate limit: a wallet over its limit that retries
-/// what is stored already gets the duplicate's id, not 429.
+/// Deduplication comes before the rate limit: a retry of what is stored already
+/// takes nothing from the limit, and one over it gets the duplicate's id, not 429.
 #[tokio::test]
 async fn a_retry_over_the_rate_limit_is_answered_as_the_duplicate_it_is() {
     let app = TestApp::spawn_with(|s| s.rate_limit.per_wallet_per_hour = 2).await;
@@ -263,7 +263,13 @@ async fn a_retry_over_the_rate_limit_is_answered_as_the_duplicate_it_is() {
     let order = json!({"product_id": product, "type": "purchase.completed",
         "data": {"order_id": "R-1", "amount": "100", "currency": "EUR"}});
     let (_, first) = send(&app, wallet(8), &keyed).await;
-    let (_, bought) = send(&app, wallet(8), &order).await;
+    // A retry under the limit takes nothing from it.
+    let (status, again) = send(&app, wallet(8), &keyed).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["status"], "duplicate", "{again}");
+    let (status, bought) = send(&app, wallet(8), &order).await;
+    assert_eq!(status, 202, "{bought}");
+    assert_eq!(bought["status"], "accepted", "{bought}");
     let fresh = json!({"product_id": product, "type": "webshop.open", "data": {"page": "/new"}});
     let (status, body) = send(&app, wallet(8), &fresh).await;
     assert_problem(status, &body, 429);

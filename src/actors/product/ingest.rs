@@ -104,10 +104,13 @@ async fn submit(
     if !state.args.gate.try_reserve(count) {
         return false;
     }
-    let pairs: Vec<(Address, Address)> = fresh
+    // (position in the batch, wallet, referrer) of every referral.
+    let referring: Vec<(usize, Address, Address)> = fresh
         .iter()
-        .filter_map(|i| Some((i.wallet?, i.interaction.referrer?)))
+        .enumerate()
+        .filter_map(|(index, i)| Some((index, i.wallet?, i.interaction.referrer?)))
         .collect();
+    let pairs: Vec<(Address, Address)> = referring.iter().map(|&(_, w, r)| (w, r)).collect();
     let mut outcomes = Vec::new().into_iter();
     if !pairs.is_empty() {
         let product = state.args.config.id;
@@ -135,14 +138,11 @@ async fn submit(
         .iter()
         .map(|i| refunded_before(state, &i.interaction))
         .collect();
-    let referring = fresh
-        .iter()
-        .enumerate()
-        .filter_map(|(index, i)| Some((index, i.wallet?, i.interaction.referrer?)));
     let newly_referred = referring
+        .iter()
         .zip(outcomes.clone())
         .find(|(_, outcome)| *outcome == ReferralOutcome::Registered)
-        .map(|((index, wallet, _), _)| (index, wallet));
+        .map(|(&(index, wallet, _), _)| (index, wallet));
     let Some(earned) = earn(state, &ids, &fresh, &refunded, newly_referred, now).await else {
         // Undo the referrals registered above (only those: an edge found already
         // there stays): nothing of this will be written.
