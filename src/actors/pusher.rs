@@ -132,7 +132,11 @@ async fn round(state: &mut PusherState, full: bool) -> Result<usize, PushError> 
     let steps = state.steps.clone();
     if full {
         state.buffered = 0;
-        steps.sync_campaigns().await?;
+        // Recorded on the campaign and tried again next round; the campaigns the
+        // banks already know are still paid.
+        if let Err(err) = steps.sync_campaigns().await {
+            tracing::warn!(token = %steps.token_label(), error = %err, "telling a bank about a campaign failed");
+        }
     }
     let settings = &steps.settings;
     let gas_of = |batch: &BatchRow| settings.budgeted_gas(batch.recipient_count.max(0) as usize);
@@ -147,11 +151,16 @@ async fn round(state: &mut PusherState, full: bool) -> Result<usize, PushError> 
     }
     if full {
         let now = Instant::now();
-        state.backoff.retain(|_, (until, _)| *until > now);
         let room = steps.gas_in_flight_room().await?;
         let full_batch_gas = settings.budgeted_gas(settings.recipients_per_tx());
         'campaigns: for work in steps.work().await? {
-            if state.backoff.contains_key(&work.bank_id) {
+            // Its failures stay counted (the next delay grows) until a batch of
+            // the bank is confirmed.
+            if state
+                .backoff
+                .get(&work.bank_id)
+                .is_some_and(|(until, _)| *until > now)
+            {
                 continue;
             }
             // One batch always goes, whatever the room (a chain with tiny blocks).

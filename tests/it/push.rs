@@ -381,6 +381,63 @@ async fn the_service_starts_while_the_node_is_down_and_pushes_once_it_is_up() {
     app.stop().await.unwrap();
 }
 
+/// A bank call that fails for another reason than a revert (here the manager key
+/// has no ether for gas) is recorded on its campaign and retried later; it does not
+/// stop the pusher from paying the campaigns already allocated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_manager_call_does_not_stop_the_other_campaigns_pushes() {
+    use alloy::signers::local::PrivateKeySigner;
+    use rewardflow::config::Secret;
+    let chain = TestChain::start().await;
+    let database = fresh_database().await;
+    let first = TestApp::start(chain_settings(&chain, &database))
+        .await
+        .unwrap();
+    let (paying, allocated) = product_and_campaign(&first, &chain, json!({})).await;
+    campaign_allocated(&first, allocated).await;
+    first.stop().await.unwrap();
+
+    // A manager without ether: it holds the role, it cannot pay for gas.
+    let broke = PrivateKeySigner::random();
+    // (A fresh provider: the service has sent from this key meanwhile.)
+    let owner = wallet_provider(&chain.rpc_url(), DEPLOYER_KEY);
+    let bank = ProductBank::new(chain.bank, &owner);
+    let role = bank.MANAGER_ROLE().call().await.unwrap();
+    let granted = bank
+        .grantRole(role, broke.address())
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(granted.status());
+    let mut settings = chain_settings(&chain, &database);
+    settings.chain.manager_key = Secret::new(alloy::hex::encode(broke.to_bytes()));
+    let app = TestApp::start(settings).await.unwrap();
+    let (_, stuck) = product_and_campaign(&app, &chain, json!({})).await;
+    eventually(WAIT, "the allocation failing", || async {
+        let (_, body) = app
+            .get(&format!("/v1/campaigns/{stuck}"), Some(&owner_token(&app)))
+            .await;
+        body["chain"]["error"].as_str().map(str::to_owned)
+    })
+    .await;
+    purchase(&app, &paying, user(500), "while-stuck").await;
+    eventually(WAIT, "the allocated campaign's reward pushed", || async {
+        let pushed = scalar_i64(
+            &app,
+            &format!(
+                "SELECT count(*) FROM rewards WHERE campaign_id = {allocated} AND status = 'pushed'"
+            ),
+        )
+        .await;
+        (pushed == 1).then_some(())
+    })
+    .await;
+    app.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reverting_push_returns_rewards_to_pending_until_the_budget_is_fixed() {
     let chain = TestChain::start().await;
