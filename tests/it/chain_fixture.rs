@@ -66,10 +66,7 @@ impl TestChain {
             ProductBank::deploy(&provider, B256::repeat_byte(7), *push_pull.address(), owner)
                 .await
                 .unwrap();
-        let wait = |call: alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>| async move {
-            assert!(call.get_receipt().await.unwrap().status());
-        };
-        wait(
+        succeeded(
             push_pull
                 .authorizePusher(*bank.address())
                 .send()
@@ -78,9 +75,9 @@ impl TestChain {
         )
         .await;
         let role = bank.DISTRIBUTOR_ROLE().call().await.unwrap();
-        wait(bank.grantRole(role, owner).send().await.unwrap()).await;
-        wait(token.mint(owner, U256::from(FUNDING)).send().await.unwrap()).await;
-        wait(
+        succeeded(bank.grantRole(role, owner).send().await.unwrap()).await;
+        succeeded(token.mint(owner, U256::from(FUNDING)).send().await.unwrap()).await;
+        succeeded(
             token
                 .approve(*bank.address(), U256::from(FUNDING))
                 .send()
@@ -88,7 +85,7 @@ impl TestChain {
                 .unwrap(),
         )
         .await;
-        wait(
+        succeeded(
             bank.deposit(*token.address(), U256::from(FUNDING))
                 .send()
                 .await
@@ -170,6 +167,15 @@ impl Drop for TestChain {
         self.stop_node();
         let _ = std::fs::remove_file(&self.state_file);
     }
+}
+
+/// Waits for a sent transaction's receipt; it must have succeeded.
+pub async fn succeeded(
+    sent: alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
+) -> alloy::rpc::types::TransactionReceipt {
+    let receipt = sent.get_receipt().await.unwrap();
+    assert!(receipt.status(), "{receipt:?}");
+    receipt
 }
 
 pub fn wallet_provider(url: &str, key: &str) -> DynProvider {

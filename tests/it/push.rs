@@ -100,15 +100,8 @@ async fn rewards_reach_the_chain_and_a_claim_is_indexed() {
 
     // The user claims on-chain; the indexer sees it.
     let user_provider = wallet_provider(&chain.rpc_url(), CLAIMER_KEY);
-    let receipt = MultiTokenPushPull::new(chain.push_pull, &user_provider)
-        .pullReward(chain.token)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
+    let push_pull = MultiTokenPushPull::new(chain.push_pull, &user_provider);
+    let receipt = succeeded(push_pull.pullReward(chain.token).send().await.unwrap()).await;
     eventually(WAIT, "the claim indexed", || async {
         let (_, body) = app.get(&path, None).await;
         (body["tokens"][0]["claimed"] == five.as_str() && body["tokens"][0]["claimable"] == "0")
@@ -403,15 +396,7 @@ async fn a_failing_manager_call_does_not_stop_the_other_campaigns_pushes() {
     let owner = wallet_provider(&chain.rpc_url(), DEPLOYER_KEY);
     let bank = ProductBank::new(chain.bank, &owner);
     let role = bank.MANAGER_ROLE().call().await.unwrap();
-    let granted = bank
-        .grantRole(role, broke.address())
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(granted.status());
+    succeeded(bank.grantRole(role, broke.address()).send().await.unwrap()).await;
     let mut settings = chain_settings(&chain, &database);
     settings.chain.manager_key = Secret::new(alloy::hex::encode(broke.to_bytes()));
     let app = TestApp::start(settings).await.unwrap();
@@ -456,15 +441,9 @@ async fn a_reverting_push_returns_rewards_to_pending_until_the_budget_is_fixed()
     // (A fresh provider: the service has sent from this key meanwhile.)
     let manager = wallet_provider(&chain.rpc_url(), DEPLOYER_KEY);
     let bank = ProductBank::new(chain.bank, &manager);
-    let receipt = bank
-        .allocateCampaignBudget(onchain_campaign_id(external), chain.token, U256::from(1u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
+    let shrink =
+        bank.allocateCampaignBudget(onchain_campaign_id(external), chain.token, U256::from(1u64));
+    succeeded(shrink.send().await.unwrap()).await;
 
     purchase(&app, &product, user(300), "r-1").await;
     let error: String = eventually(WAIT, "a failed batch", || async {
