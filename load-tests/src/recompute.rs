@@ -107,6 +107,7 @@ impl Edges {
     }
 }
 
+#[derive(Default)]
 pub struct Recomputation {
     pub interactions: u64,
     pub stored: u64,
@@ -330,13 +331,8 @@ pub async fn check(database_url: &str) -> anyhow::Result<Recomputation> {
     let edges = edges(&mut conn, &mut products).await?;
     let mut stored = stored(&mut conn).await?;
     let mut report = Recomputation {
-        interactions: 0,
         stored: stored.len() as u64,
-        expected: 0,
-        missing: 0,
-        unexpected: 0,
-        different: 0,
-        unmodelled: 0,
+        ..Recomputation::default()
     };
     let mut after = Uuid::nil();
     loop {
