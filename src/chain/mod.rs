@@ -202,6 +202,8 @@ pub struct Sender {
     signer: PrivateKeySigner,
     provider: DynProvider,
     next_nonce: Mutex<Option<u64>>,
+    /// How long a bank call waits for its receipt (`chain.receipt_timeout_secs`).
+    receipt_timeout: Duration,
 }
 
 impl Sender {
@@ -220,6 +222,7 @@ impl Sender {
             signer,
             provider,
             next_nonce: Mutex::new(None),
+            receipt_timeout: Duration::from_secs(settings.receipt_timeout_secs),
         })
     }
 
@@ -364,7 +367,21 @@ impl Sender {
                 return Err(call_error(err));
             }
         };
-        let receipt = pending.get_receipt().await.map_err(rpc)?;
+        let receipt = match pending
+            .with_timeout(Some(self.receipt_timeout))
+            .get_receipt()
+            .await
+        {
+            Ok(receipt) => receipt,
+            Err(err) => {
+                // Not mined in time, perhaps dropped by the node: the next call asks
+                // the node for the account's nonce again, so no gap is left behind
+                // (a second allocation sets the same budget; a second deactivation
+                // reverts harmlessly).
+                *next = None;
+                return Err(rpc(err));
+            }
+        };
         if receipt.status() {
             Ok(receipt.transaction_hash)
         } else {

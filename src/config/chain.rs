@@ -48,6 +48,9 @@ pub struct ChainSettings {
     pub failure_backoff_max_ms: u64,
     /// Timeout of one JSON-RPC request.
     pub rpc_timeout_ms: u64,
+    /// How long a bank call (allocate, deactivate) waits to be mined; then it is
+    /// given up and made again at the next round.
+    pub receipt_timeout_secs: u64,
     /// First block the indexer reads when it has no cursor yet.
     pub indexer_from_block: u64,
     /// How often the indexer polls the node for new blocks.
@@ -76,6 +79,7 @@ impl Default for ChainSettings {
             failure_backoff_initial_ms: 1_000,
             failure_backoff_max_ms: 300_000,
             rpc_timeout_ms: 10_000,
+            receipt_timeout_secs: 120,
             indexer_from_block: 0,
             indexer_poll_interval_ms: 2_000,
             indexer_max_block_range: 2_000,
@@ -113,6 +117,7 @@ impl ChainSettings {
                 self.failure_backoff_initial_ms,
             ),
             ("chain.rpc_timeout_ms", self.rpc_timeout_ms),
+            ("chain.receipt_timeout_secs", self.receipt_timeout_secs),
             (
                 "chain.indexer_poll_interval_ms",
                 self.indexer_poll_interval_ms,

@@ -811,6 +811,67 @@ async fn a_dropped_transaction_does_not_stall_the_account() {
 }
 
 /// The batch `id` as a pusher reads it, while it is unfinished.
+/// A bank call the node dropped is given up after `chain.receipt_timeout_secs`
+/// instead of being waited for for ever (holding the key's nonce lock), and the next
+/// call takes the nonce it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_bank_call_is_given_up_and_made_again() {
+    use alloy::primitives::B256;
+    use alloy::providers::Provider;
+    use rewardflow::chain::{Chain, Sender};
+
+    let chain = TestChain::start().await;
+    let mut settings = Settings::default();
+    chain.configure(&mut settings);
+    settings.chain.receipt_timeout_secs = 1;
+    let sender = Arc::new(Sender::new(&settings.chain, DEPLOYER_KEY).unwrap());
+    let node = Chain::new(&settings.chain).unwrap();
+    let held = || {
+        node.provider
+            .get_transaction_count(sender.address)
+            .pending()
+    };
+    let before = held().await.unwrap();
+    let (campaign, budget) = (
+        B256::repeat_byte(0x43),
+        U256::from(10u64).pow(U256::from(20u64)),
+    );
+
+    anvil_rpc(&node, "evm_setAutomine", json!([false])).await;
+    let call = {
+        let sender = sender.clone();
+        let bank = chain.bank;
+        let token = chain.token;
+        tokio::spawn(async move {
+            sender
+                .allocate_campaign_budget(bank, campaign, token, budget)
+                .await
+        })
+    };
+    eventually(WAIT, "the call in the node's pool", || async {
+        (held().await.unwrap() == before + 1).then_some(())
+    })
+    .await;
+    anvil_rpc(&node, "anvil_dropAllTransactions", json!([])).await;
+    anvil_rpc(&node, "evm_setAutomine", json!([true])).await;
+    let given_up = tokio::time::timeout(WAIT, call)
+        .await
+        .expect("the call gives up")
+        .unwrap();
+    assert!(given_up.is_err(), "{given_up:?}");
+
+    sender
+        .allocate_campaign_budget(chain.bank, campaign, chain.token, budget)
+        .await
+        .expect("made again with the nonce left");
+    let left = ProductBank::new(chain.bank, &chain.provider)
+        .getCampaignBudget(campaign, chain.token)
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(left, budget);
+}
+
 async fn unfinished(app: &TestApp, steps: &Pushing, id: uuid::Uuid) -> Option<ledger::BatchRow> {
     ledger::unfinished(
         &app.ctx.pool,
