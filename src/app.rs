@@ -63,7 +63,8 @@ pub struct Ingest {
     pub limiter: Arc<RateLimiter>,
     pub gate: Arc<WriterGate>,
     /// Idempotency and natural keys recently stored, per product (the product
-    /// actors' dedup; the front door reads it for requests over the rate limit).
+    /// actors' dedup; the front door reads it so that repeats take nothing from the
+    /// rate limits).
     pub dedup: DedupCache,
 }
 

@@ -194,12 +194,17 @@ async fn ingest(ctx: Arc<AppContext>, request: Request, body: Bytes) -> Result<R
 
 /// Whether the interaction repeats an idempotency or natural key stored recently
 /// (the product actors' dedup cache). Keys gone from the cache, and the time-window
-/// dedup, are not looked up here: such a repeat counts against the limits.
+/// dedup (its hash serializes the data: not worth it here), are not looked up: such
+/// a repeat counts against the limits.
 fn recently_stored(dedup: &DedupCache, interaction: &Interaction, wallet: Address) -> bool {
-    interaction
-        .dedup_keys(Some(wallet))
+    let idempotency = interaction
+        .idempotency_key
+        .clone()
+        .map(DedupKey::Idempotency);
+    let natural = interaction.natural_key(Some(wallet)).map(DedupKey::Natural);
+    [idempotency, natural]
         .into_iter()
-        .filter(|key| !matches!(key, DedupKey::Window(_)))
+        .flatten()
         .any(|key| dedup.contains_key(&(interaction.product_id, key)))
 }
 
