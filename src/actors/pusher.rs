@@ -13,6 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::chain::push::{Progress, PushError, Pushing};
 use crate::db::push::{self as ledger, BatchRow};
+use crate::domain::backoff::Streak;
 use crate::telemetry;
 
 pub const KIND: &str = "pusher";
@@ -39,8 +40,9 @@ pub enum PusherMsg {
 pub struct PusherState {
     steps: Pushing,
     buffered: u64,
-    /// Per bank: no new batches before this instant; consecutive failures.
-    backoff: HashMap<i64, (Instant, u32)>,
+    /// Per bank whose batches failed since its last confirmed one: no new
+    /// batches while it waits.
+    backoff: HashMap<i64, Streak>,
     follow_up_scheduled: bool,
     /// An early round is already scheduled.
     early_round_scheduled: bool,
@@ -154,12 +156,10 @@ async fn round(state: &mut PusherState, full: bool) -> Result<usize, PushError> 
         let room = steps.gas_in_flight_room().await?;
         let full_batch_gas = settings.budgeted_gas(settings.recipients_per_tx());
         'campaigns: for work in steps.work().await? {
-            // Its failures stay counted (the next delay grows) until a batch of
-            // the bank is confirmed.
             if state
                 .backoff
                 .get(&work.bank_id)
-                .is_some_and(|(until, _)| *until > now)
+                .is_some_and(|s| s.waits(now))
             {
                 continue;
             }
@@ -198,22 +198,20 @@ fn settle(state: &mut PusherState, bank: i64, progress: &Progress) -> usize {
         } => 0,
         Progress::Abandoned { reason, .. } | Progress::Refused { reason } => {
             let settings = &state.steps.settings;
-            let failures = state.backoff.get(&bank).map_or(0, |(_, n)| *n) + 1;
-            let delay = settings
-                .failure_backoff_initial_ms
-                .saturating_mul(1 << (failures - 1).min(20))
-                .min(settings.failure_backoff_max_ms);
-            state.backoff.insert(
-                bank,
-                (Instant::now() + Duration::from_millis(delay), failures),
+            let (streak, delay) = Streak::failed(
+                state.backoff.get(&bank).copied(),
+                Instant::now(),
+                Duration::from_millis(settings.failure_backoff_initial_ms),
+                Duration::from_millis(settings.failure_backoff_max_ms),
             );
+            state.backoff.insert(bank, streak);
             metrics::counter!(telemetry::PUSH_ERRORS_TOTAL,
                 "token" => state.steps.token_label(), "kind" => "revert")
             .increment(1);
             tracing::warn!(
                 bank,
                 reason,
-                delay_ms = delay,
+                delay_ms = delay.as_millis() as u64,
                 "bank refused a batch; backing off"
             );
             usize::from(matches!(progress, Progress::Refused { .. }))

@@ -1,6 +1,7 @@
 //! Pure decisions: no IO, no async, no clock reads (time is passed in). Everything
 //! here is unit-tested without a runtime.
 
+pub mod backoff;
 pub mod campaign;
 pub mod campaign_input;
 pub mod ids;
