@@ -258,8 +258,10 @@ class Traffic:
         _, product = self.post("/v1/products", {"domain": "shop.example", "name": "Shop"},
                                self.owner, {201})
         self.product = product["id"]
+        # A bank on another chain than the local node's: registered without an
+        # on-chain check, its rewards stay pending (the demo product's are pushed).
         self.post(f"/v1/products/{self.product}/banks",
-                  {"chain_id": 31337, "bank_address": "0x" + "ba" * 20, "token": TOKEN_ADDRESS,
+                  {"chain_id": 1, "bank_address": "0x" + "ba" * 20, "token": TOKEN_ADDRESS,
                    "symbol": "RWD", "decimals": 18}, self.owner, {201})
         # Purchases pay the buyer and up to five referrers from a large capped budget;
         # webshop visits pay from a budget that runs out after two rewards.

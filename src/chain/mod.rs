@@ -143,11 +143,35 @@ impl Chain {
         self.provider.get_logs(filter).await.map_err(rpc)
     }
 
-    /// A bank must be a contract: a call to a plain address "succeeds" and pays nothing.
-    pub async fn ensure_contract(&self, address: Address) -> Result<(), ChainError> {
-        let code = self.provider.get_code_at(address).await.map_err(rpc)?;
+    /// The service signs for and pays from a bank only if it is the ProductBank of
+    /// that very product: a call to a plain address "succeeds" and pays nothing, and
+    /// another product's bank (every bank grants the service's keys its roles)
+    /// would pay this product's rewards out of that product's tokens.
+    pub async fn ensure_bank(&self, bank: Address, product: B256) -> Result<(), ChainError> {
+        let code = self.provider.get_code_at(bank).await.map_err(rpc)?;
         if code.is_empty() {
-            return Err(ChainError::Reverted(format!("no contract at {address}")));
+            return Err(ChainError::Reverted(format!("no contract at {bank}")));
+        }
+        let owner = match ProductBank::new(bank, &self.provider)
+            .productId()
+            .call()
+            .await
+        {
+            Ok(owner) => owner,
+            Err(err) => {
+                let transport = matches!(err, alloy::contract::Error::TransportError(_));
+                return Err(match call_error(err) {
+                    // The node did not answer: nothing is known of the contract yet.
+                    err @ ChainError::Rpc(_) if transport => err,
+                    // It reverted, or answered nothing or something else than a bytes32.
+                    _ => ChainError::Reverted(format!("{bank} is not a ProductBank")),
+                });
+            }
+        };
+        if owner != product {
+            return Err(ChainError::Reverted(format!(
+                "{bank} is the bank of product {owner}, not of {product}"
+            )));
         }
         Ok(())
     }

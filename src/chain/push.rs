@@ -224,7 +224,7 @@ impl Pushing {
                 }
                 let payload = self.payload(batch).await?;
                 let signature = self.sign(batch, &payload).await?;
-                let sent = match self.chain.ensure_contract(batch.bank()).await {
+                let sent = match self.chain.ensure_bank(batch.bank(), batch.product()).await {
                     Ok(()) => self.send(batch, &payload, signature).await,
                     Err(err) => Err(err.into()),
                 };
@@ -364,7 +364,7 @@ impl Pushing {
             return Ok(());
         };
         let onchain = push::onchain_campaign_id(c.external_id);
-        let result = if let Err(err) = self.chain.ensure_contract(c.bank).await {
+        let result = if let Err(err) = self.chain.ensure_bank(c.bank, c.product).await {
             Err(err)
         } else if to == "allocated" {
             // What the bank may still pay: the cap minus what it has been or is

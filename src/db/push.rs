@@ -79,6 +79,9 @@ pub struct BatchRow {
 }
 
 impl BatchRow {
+    pub fn product(&self) -> B256 {
+        B256::from_slice(&self.product_id)
+    }
     pub fn bank(&self) -> Address {
         Address::from_slice(&self.bank_address)
     }
@@ -390,6 +393,7 @@ pub async fn tokens(pool: &PgPool, chain_id: u64) -> Result<Vec<Address>, DbErro
 pub struct CampaignSync {
     pub campaign_id: i64,
     pub external_id: Uuid,
+    pub product: B256,
     pub bank: Address,
     pub chain_state: String,
     pub budget_cap: U256,
@@ -407,7 +411,8 @@ pub async fn campaigns_to_sync(
     token: Address,
 ) -> Result<Vec<CampaignSync>, DbError> {
     let rows = sqlx::query(
-        "SELECT c.id, c.external_id, b.bank_address, c.chain_state, c.budget_cap::text AS budget_cap,
+        "SELECT c.id, c.external_id, b.product_id, b.bank_address, c.chain_state,
+            c.budget_cap::text AS budget_cap,
             (SELECT COALESCE(sum(amount), 0)::text FROM rewards
               WHERE campaign_id = c.id AND status = 'pushed') AS pushed,
             (SELECT count(*) FROM rewards
@@ -428,6 +433,7 @@ pub async fn campaigns_to_sync(
         .map(|r| CampaignSync {
             campaign_id: r.get("id"),
             external_id: r.get("external_id"),
+            product: B256::from_slice(r.get::<&[u8], _>("product_id")),
             bank: Address::from_slice(r.get::<&[u8], _>("bank_address")),
             chain_state: r.get("chain_state"),
             budget_cap: parse_u256(r.get::<&str, _>("budget_cap")),

@@ -12,6 +12,8 @@ pub enum IdError {
     Address,
     #[error("must be a 0x-prefixed 32-byte hex value")]
     Bytes32,
+    #[error("must not be the zero address")]
+    ZeroAddress,
 }
 
 pub fn parse_address(text: &str) -> Result<Address, IdError> {
@@ -21,6 +23,16 @@ pub fn parse_address(text: &str) -> Result<Address, IdError> {
     }
     let bytes = hex::decode(hex).map_err(|_| IdError::Address)?;
     Ok(Address::from_slice(&bytes))
+}
+
+/// An address that can act, be paid or be called: any but the zero address (no
+/// key signs for it, and a bank refuses to pay it, so a reward to it would block
+/// its campaign's batches).
+pub fn parse_account(text: &str) -> Result<Address, IdError> {
+    match parse_address(text)? {
+        Address::ZERO => Err(IdError::ZeroAddress),
+        address => Ok(address),
+    }
 }
 
 pub fn parse_bytes32(text: &str) -> Result<B256, IdError> {
@@ -86,7 +98,12 @@ mod tests {
             "0xzzaeb6053f3e94c9b9a09f33669435e7ef1beaed",
         ] {
             assert_eq!(parse_address(bad), Err(IdError::Address), "{bad}");
+            assert_eq!(parse_account(bad), Err(IdError::Address), "{bad}");
         }
+        assert_eq!(parse_account(mixed), Ok(address));
+        let zero = "0x0000000000000000000000000000000000000000";
+        assert_eq!(parse_address(zero), Ok(Address::ZERO));
+        assert_eq!(parse_account(zero), Err(IdError::ZeroAddress));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use alloy::primitives::Address;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::ids::{ProductId, parse_address, parse_bytes32};
+use super::ids::{ProductId, parse_account, parse_bytes32};
 
 /// Largest accepted `data` object, serialized.
 pub const MAX_DATA_BYTES: usize = 16 * 1024;
@@ -178,7 +178,7 @@ impl InteractionInput {
             ));
         }
         let referrer = match (&self.referrer, kind) {
-            (Some(text), Some(InteractionType::ReferralReferred)) => parse_address(text)
+            (Some(text), Some(InteractionType::ReferralReferred)) => parse_account(text)
                 .map_err(|e| errors.push(invalid("referrer", e.to_string())))
                 .ok(),
             (None, Some(InteractionType::ReferralReferred)) => {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
-use super::ids::parse_address;
+use super::ids::parse_account;
 use super::interaction::{
     AnalyticsInput, Interaction, InteractionType, InvalidField, MAX_DATA_BYTES, MAX_DATA_DEPTH,
     depth,
@@ -432,7 +432,7 @@ fn custom(order: &Map<String, Value>) -> Result<WebhookEvent, Vec<InvalidField>>
 fn with_wallet(mut order: Order, wallet: Option<String>) -> Order {
     match wallet.as_deref().map(str::trim) {
         None | Some("") => {}
-        Some(text) => match parse_address(&text.to_ascii_lowercase()) {
+        Some(text) => match parse_account(&text.to_ascii_lowercase()) {
             Ok(address) => order.wallet = Some(address),
             Err(_) => order.invalid_wallet = Some(text.chars().take(MAX_SHORT_TEXT).collect()),
         },

@@ -16,7 +16,7 @@ use super::problem::ApiError;
 use super::{authorization, json_reply, respond, with_ctx};
 use crate::app::AppContext;
 use crate::db::{self, products::AdministratorRow};
-use crate::domain::ids::{parse_address, to_hex};
+use crate::domain::ids::{parse_account, parse_address, to_hex};
 use crate::domain::product::roles;
 
 pub fn routes(
@@ -84,7 +84,7 @@ async fn grant(
 ) -> Result<Response, ApiError> {
     let access = authorize(&ctx, auth.as_deref(), &id, roles::ADMIN).await?;
     let request: Grant = parse_json(&body)?;
-    let wallet = parse_address(&request.wallet).map_err(|e| ApiError::invalid("wallet", e))?;
+    let wallet = parse_account(&request.wallet).map_err(|e| ApiError::invalid("wallet", e))?;
     let mask = roles::mask(&request.roles)
         .filter(|m| *m != 0)
         .ok_or_else(|| {

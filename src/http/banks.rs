@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use alloy::primitives::{Address, B256};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
@@ -13,9 +14,10 @@ use super::body::parse_json;
 use super::problem::{ApiError, FieldError};
 use super::{authorization, json_reply, respond, with_ctx};
 use crate::app::AppContext;
+use crate::chain::ChainError;
 use crate::db::banks::{BankRow, NewBank};
 use crate::db::{self, DbError};
-use crate::domain::ids::{parse_address, to_hex};
+use crate::domain::ids::{parse_account, to_hex};
 use crate::domain::product::roles;
 
 pub fn routes(
@@ -106,10 +108,10 @@ async fn create(
     if request.chain_id <= 0 {
         errors.push(FieldError::new("chain_id", "must be a positive chain id"));
     }
-    let bank = parse_address(&request.bank_address)
+    let bank = parse_account(&request.bank_address)
         .map_err(|e| errors.push(FieldError::new("bank_address", e)))
         .ok();
-    let token = parse_address(&request.token)
+    let token = parse_account(&request.token)
         .map_err(|e| errors.push(FieldError::new("token", e)))
         .ok();
     let symbol = request.symbol.trim().to_owned();
@@ -122,6 +124,7 @@ async fn create(
     let (Some(bank), Some(token), true) = (bank, token, errors.is_empty()) else {
         return Err(ApiError::Invalid(errors));
     };
+    check_bank(&ctx, request.chain_id, bank, product).await?;
     let new = NewBank {
         product,
         chain_id: request.chain_id,
@@ -139,4 +142,31 @@ async fn create(
             other => other.into(),
         })?;
     Ok(json_reply(&BankView::from(row), StatusCode::CREATED))
+}
+
+/// A bank on the chain the service pushes to must be this product's ProductBank
+/// (the pushers check it again before every allocation and batch, so a bank of
+/// another chain, or one registered while no node is configured, is checked
+/// once it is pushed to).
+async fn check_bank(
+    ctx: &AppContext,
+    chain_id: i64,
+    bank: Address,
+    product: B256,
+) -> Result<(), ApiError> {
+    let Some(chain) = &ctx.chain else {
+        return Ok(());
+    };
+    let unreachable = |err: ChainError| ApiError::Unavailable {
+        detail: format!("the bank cannot be checked: the chain node did not answer ({err})"),
+        retry_after_secs: 5,
+    };
+    if chain.chain.chain_id().await.map_err(unreachable)? != chain_id as u64 {
+        return Ok(());
+    }
+    match chain.chain.ensure_bank(bank, product).await {
+        Ok(()) => Ok(()),
+        Err(ChainError::Reverted(reason)) => Err(ApiError::invalid("bank_address", reason)),
+        Err(err) => Err(unreachable(err)),
+    }
 }

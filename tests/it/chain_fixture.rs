@@ -34,7 +34,59 @@ pub struct TestChain {
     pub provider: DynProvider,
     pub push_pull: Address,
     pub token: Address,
+    /// The bank of the first product (`shop-0.example`).
     pub bank: Address,
+    /// Products made so far, the n-th for `shop-{n}.example`.
+    products: std::sync::atomic::AtomicUsize,
+}
+
+/// The n-th product's domain on a test chain.
+fn product_domain(n: usize) -> String {
+    format!("shop-{n}.example")
+}
+
+fn product_of(n: usize) -> B256 {
+    rewardflow::domain::ids::product_id_for_domain(&product_domain(n))
+}
+
+/// A funded ProductBank of `product`, allowed to push to MultiTokenPushPull, whose
+/// distributor and manager are the deployer.
+async fn deploy_bank(url: &str, push_pull: Address, token: Address, product: B256) -> Address {
+    // A fresh provider: the service may have sent from this key meanwhile.
+    let provider = wallet_provider(url, DEPLOYER_KEY);
+    let owner = DEPLOYER_KEY.parse::<PrivateKeySigner>().unwrap().address();
+    let bank = ProductBank::deploy(&provider, product, push_pull, owner)
+        .await
+        .unwrap();
+    let push_pull = MultiTokenPushPull::new(push_pull, &provider);
+    succeeded(
+        push_pull
+            .authorizePusher(*bank.address())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let role = bank.DISTRIBUTOR_ROLE().call().await.unwrap();
+    succeeded(bank.grantRole(role, owner).send().await.unwrap()).await;
+    let token = TestToken::new(token, &provider);
+    succeeded(token.mint(owner, U256::from(FUNDING)).send().await.unwrap()).await;
+    succeeded(
+        token
+            .approve(*bank.address(), U256::from(FUNDING))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    succeeded(
+        bank.deposit(*token.address(), U256::from(FUNDING))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    *bank.address()
 }
 
 impl TestChain {
@@ -56,51 +108,37 @@ impl TestChain {
         .expect("anvil starts");
         let port = node.port;
         let provider = wallet_provider(&node.rpc_url(), DEPLOYER_KEY);
-        let deployer: PrivateKeySigner = DEPLOYER_KEY.parse().unwrap();
-        let owner = deployer.address();
+        let owner = DEPLOYER_KEY.parse::<PrivateKeySigner>().unwrap().address();
         let push_pull = MultiTokenPushPull::deploy(&provider, owner).await.unwrap();
         let token = TestToken::deploy(&provider, "Test".into(), "TST".into(), 18)
             .await
             .unwrap();
-        let bank =
-            ProductBank::deploy(&provider, B256::repeat_byte(7), *push_pull.address(), owner)
-                .await
-                .unwrap();
-        succeeded(
-            push_pull
-                .authorizePusher(*bank.address())
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        let role = bank.DISTRIBUTOR_ROLE().call().await.unwrap();
-        succeeded(bank.grantRole(role, owner).send().await.unwrap()).await;
-        succeeded(token.mint(owner, U256::from(FUNDING)).send().await.unwrap()).await;
-        succeeded(
-            token
-                .approve(*bank.address(), U256::from(FUNDING))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        succeeded(
-            bank.deposit(*token.address(), U256::from(FUNDING))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (push_pull, token) = (*push_pull.address(), *token.address());
+        let bank = deploy_bank(&node.rpc_url(), push_pull, token, product_of(0)).await;
         Self {
-            push_pull: *push_pull.address(),
-            token: *token.address(),
-            bank: *bank.address(),
+            push_pull,
+            token,
+            bank,
+            products: Default::default(),
             node: Some(node),
             port,
             state_file,
             provider,
         }
+    }
+
+    /// A new product's domain, id and bank: the first is `self.bank`, every
+    /// other one gets a bank of its own (a bank pays only its own product).
+    pub async fn next_product(&self) -> (String, B256, Address) {
+        let n = self
+            .products
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (domain, product) = (product_domain(n), product_of(n));
+        let bank = match n {
+            0 => self.bank,
+            _ => deploy_bank(&self.rpc_url(), self.push_pull, self.token, product).await,
+        };
+        (domain, product, bank)
     }
 
     pub fn rpc_url(&self) -> String {
@@ -190,24 +228,37 @@ pub fn owner_token(app: &TestApp) -> String {
     app.token(Address::repeat_byte(0xee))
 }
 
-/// A product with a bank on the test chain and an active campaign on it
-/// (10 units per purchase, the design split); returns (product, campaign id).
+/// A product with its own funded bank on the test chain (the first product's is
+/// `chain.bank`) and an active campaign on it (10 units per purchase, the design
+/// split); returns (product, campaign id).
 pub async fn product_and_campaign(app: &TestApp, chain: &TestChain, extra: Value) -> (String, i64) {
-    let product = crate::interactions::create_product(
-        app,
-        &format!("shop-{}.example", uuid::Uuid::new_v4().simple()),
-    )
-    .await;
+    let (product, _) = product_with_bank(app, chain).await;
+    let id = active_campaign(app, chain, &product, extra).await;
+    (product, id)
+}
+
+/// A product with its own funded bank on the test chain; returns (product, bank).
+pub async fn product_with_bank(app: &TestApp, chain: &TestChain) -> (String, Address) {
+    let (domain, id, bank) = chain.next_product().await;
+    let product = crate::interactions::create_product(app, &domain).await;
+    assert_eq!(product, id.to_string());
     let owner = owner_token(app);
     let (status, body) = app
         .post(
             &format!("/v1/products/{product}/banks"),
-            &json!({"chain_id": 31337, "bank_address": chain.bank.to_string(),
+            &json!({"chain_id": 31337, "bank_address": bank.to_string(),
                     "token": chain.token.to_string(), "symbol": "TST", "decimals": 18}),
             Some(&owner),
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    (product, bank)
+}
+
+/// An active campaign of the product (10 units per purchase, the design split,
+/// changed by `extra`); returns its id.
+pub async fn active_campaign(app: &TestApp, chain: &TestChain, product: &str, extra: Value) -> i64 {
+    let owner = owner_token(app);
     let mut body = json!({"name": "Purchases", "trigger": "purchase.completed",
         "token": chain.token.to_string(), "reward": {"type": "fixed", "amount": TEN_UNITS}});
     for (k, v) in extra.as_object().unwrap() {
@@ -230,7 +281,7 @@ pub async fn product_and_campaign(app: &TestApp, chain: &TestChain, extra: Value
         )
         .await;
     assert_eq!(status, 200, "{active}");
-    (product, id)
+    id
 }
 
 pub fn user(n: u64) -> Address {

@@ -132,6 +132,13 @@ async fn a_batch_stores_the_valid_items_and_names_the_invalid_ones() {
     .await;
     assert_problem(status, &body, 422);
     assert_eq!(body["errors"][0]["field"], "referrer");
+    // Nobody can be referred by the zero address: a reward to it is unpayable.
+    let zero = "0x0000000000000000000000000000000000000000";
+    let referral = json!({"product_id": product, "type": "referral.referred", "referrer": zero});
+    let (status, body) = send(&app, wallet(2), &referral).await;
+    assert_problem(status, &body, 422);
+    assert_eq!(body["errors"][0]["field"], "referrer");
+    assert_eq!(body["errors"][0]["message"], "must not be the zero address");
     assert_eq!(count(&app, "SELECT count(*) FROM interactions").await, 2);
 }
 

@@ -349,9 +349,18 @@ async fn rewards_wait_while_the_node_is_down_then_go_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_starts_while_the_node_is_down_and_pushes_once_it_is_up() {
     let mut chain = TestChain::start().await;
+    let database = fresh_database().await;
+    // Set up by a process without a node (a bank cannot be registered while the
+    // node it would be checked on is down).
+    let offline = TestApp::start(test_settings(&database)).await.unwrap();
+    let (product, campaign) = product_and_campaign(&offline, &chain, json!({})).await;
+    offline.stop().await.unwrap();
     chain.stop_node();
-    let app = TestApp::spawn_with(|s| chain.configure(s)).await;
-    let (product, campaign) = product_and_campaign(&app, &chain, json!({})).await;
+    let app = TestApp::start(chain_settings(&chain, &database))
+        .await
+        .unwrap();
+    let (status, body) = register_bank(&app, &chain, &product, user(9)).await;
+    assert_eq!(status, 503, "{body}");
     for i in 0..3 {
         purchase(&app, &product, user(300 + i), &format!("early-{i}")).await;
     }
@@ -392,15 +401,16 @@ async fn a_failing_manager_call_does_not_stop_the_other_campaigns_pushes() {
 
     // A manager without ether: it holds the role, it cannot pay for gas.
     let broke = PrivateKeySigner::random();
-    // (A fresh provider: the service has sent from this key meanwhile.)
-    let owner = wallet_provider(&chain.rpc_url(), DEPLOYER_KEY);
-    let bank = ProductBank::new(chain.bank, &owner);
-    let role = bank.MANAGER_ROLE().call().await.unwrap();
-    succeeded(bank.grantRole(role, broke.address()).send().await.unwrap()).await;
     let mut settings = chain_settings(&chain, &database);
     settings.chain.manager_key = Secret::new(alloy::hex::encode(broke.to_bytes()));
     let app = TestApp::start(settings).await.unwrap();
-    let (_, stuck) = product_and_campaign(&app, &chain, json!({})).await;
+    let (other, other_bank) = product_with_bank(&app, &chain).await;
+    // (A fresh provider: the service has sent from this key meanwhile.)
+    let owner = wallet_provider(&chain.rpc_url(), DEPLOYER_KEY);
+    let bank = ProductBank::new(other_bank, &owner);
+    let role = bank.MANAGER_ROLE().call().await.unwrap();
+    succeeded(bank.grantRole(role, broke.address()).send().await.unwrap()).await;
+    let stuck = active_campaign(&app, &chain, &other, json!({})).await;
     eventually(WAIT, "the allocation failing", || async {
         let (_, body) = app
             .get(&format!("/v1/campaigns/{stuck}"), Some(&owner_token(&app)))
@@ -420,6 +430,94 @@ async fn a_failing_manager_call_does_not_stop_the_other_campaigns_pushes() {
         (pushed == 1).then_some(())
     })
     .await;
+    app.stop().await.unwrap();
+}
+
+async fn register_bank(
+    app: &TestApp,
+    chain: &TestChain,
+    product: &str,
+    bank: alloy::primitives::Address,
+) -> (u16, serde_json::Value) {
+    let (status, body) = app
+        .post(
+            &format!("/v1/products/{product}/banks"),
+            &json!({"chain_id": 31337, "bank_address": bank.to_string(),
+                    "token": chain.token.to_string(), "symbol": "TST", "decimals": 18}),
+            Some(&owner_token(app)),
+        )
+        .await;
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_pays_only_the_rewards_of_its_own_product() {
+    let chain = TestChain::start().await;
+    let database = fresh_database().await;
+    let app = TestApp::start(chain_settings(&chain, &database))
+        .await
+        .unwrap();
+    let (own, campaign) = product_and_campaign(&app, &chain, json!({})).await;
+    // Another product cannot register that bank, nor a contract or an account
+    // that is not a bank.
+    let other = crate::interactions::create_product(&app, "other.example").await;
+    for (bank, why) in [
+        (chain.bank, "is the bank of product"),
+        (chain.token, "is not a ProductBank"),
+        (user(1), "no contract at"),
+    ] {
+        let (status, body) = register_bank(&app, &chain, &other, bank).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["errors"][0]["field"], "bank_address", "{body}");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{message}");
+    }
+    app.stop().await.unwrap();
+
+    // Registered while no node was configured: accepted then, refused by the
+    // pusher once there is one.
+    let offline = TestApp::start(test_settings(&database)).await.unwrap();
+    let (status, body) = register_bank(&offline, &chain, &other, chain.bank).await;
+    assert_eq!(status, 201, "{body}");
+    let foreign = active_campaign(&offline, &chain, &other, json!({})).await;
+    purchase(&offline, &other, user(2), "foreign").await;
+    offline.stop().await.unwrap();
+    let app = TestApp::start(chain_settings(&chain, &database))
+        .await
+        .unwrap();
+    let (error, external) = eventually(WAIT, "the foreign allocation refused", || async {
+        let (_, body) = app
+            .get(
+                &format!("/v1/campaigns/{foreign}"),
+                Some(&owner_token(&app)),
+            )
+            .await;
+        let external: uuid::Uuid = body["external_id"].as_str()?.parse().ok()?;
+        Some((body["chain"]["error"].as_str()?.to_owned(), external))
+    })
+    .await;
+    assert!(error.contains("is the bank of product"), "{error}");
+    // The bank's own product is still paid; the other one's reward waits.
+    purchase(&app, &own, user(3), "own").await;
+    eventually(WAIT, "the own product's reward pushed", || async {
+        let pushed = scalar_i64(
+            &app,
+            &format!(
+                "SELECT count(*) FROM rewards WHERE campaign_id = {campaign} AND status = 'pushed'"
+            ),
+        )
+        .await;
+        (pushed == 1).then_some(())
+    })
+    .await;
+    let waiting = format!(
+        "SELECT count(*) FROM rewards WHERE campaign_id = {foreign} AND status = 'pending'"
+    );
+    assert_eq!(scalar_i64(&app, &waiting).await, 1);
+    assert_eq!(chain.pending_on_chain(user(2)).await, U256::ZERO);
+    let bank = ProductBank::new(chain.bank, &chain.provider);
+    let foreign_onchain = onchain_campaign_id(external);
+    assert!(!bank.isCampaignActive(foreign_onchain).call().await.unwrap());
     app.stop().await.unwrap();
 }
 

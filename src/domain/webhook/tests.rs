@@ -142,7 +142,7 @@ fn shopify_orders_map_by_financial_status_and_topic() {
     ));
     assert_eq!(paid.id, "820982911946154508");
     assert_eq!(paid.outcome, OrderOutcome::Paid);
-    assert_eq!(paid.wallet, Some(parse_address(WALLET).unwrap()));
+    assert_eq!(paid.wallet, Some(parse_account(WALLET).unwrap()));
     assert_eq!(paid.amount.as_deref(), Some("12.90"));
 
     let mut refunded = base.clone();
@@ -172,11 +172,16 @@ fn shopify_orders_map_by_financial_status_and_topic() {
         WebhookEvent::Ignored(_)
     ));
 
-    let mut no_wallet = base;
-    no_wallet["note_attributes"] = json!([{"name": "wallet", "value": "not-an-address"}]);
-    let event = order(order_event(Platform::Shopify, None, no_wallet));
-    assert_eq!(event.wallet, None);
-    assert_eq!(event.invalid_wallet.as_deref(), Some("not-an-address"));
+    for bad in [
+        "not-an-address",
+        "0x0000000000000000000000000000000000000000",
+    ] {
+        let mut no_wallet = base.clone();
+        no_wallet["note_attributes"] = json!([{"name": "wallet", "value": bad}]);
+        let event = order(order_event(Platform::Shopify, None, no_wallet));
+        assert_eq!(event.wallet, None);
+        assert_eq!(event.invalid_wallet.as_deref(), Some(bad));
+    }
 }
 
 #[test]
