@@ -601,4 +601,36 @@ async fn a_refund_that_was_not_stored_does_not_mark_its_order() {
         .await;
     assert_eq!(paid["status"], "accepted", "{paid}");
     assert_eq!(paid["rewards"].as_array().unwrap().len(), 1, "{paid}");
+
+    // A refund that is stored, delivered again once its key has left the dedup
+    // cache, whose second write fails: the order stays refunded.
+    let refunded = custom_order("F-2", "refunded", Some(buyer));
+    let (status, body) =
+        deliver_signed(&app, &product, Platform::Custom, &secret, None, &refunded).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("accepted")),
+        "{body}"
+    );
+    app.ctx.ingest.dedup.invalidate_all();
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let again = deliver_signed(&app, &product, Platform::Custom, &secret, None, &refunded);
+    let kill_the_write = async {
+        let writer_pid = crate::interactions::wait_for_blocked_insert(&app).await;
+        crate::interactions::kill_writer(blocker, writer_pid).await;
+    };
+    let ((status, body), ()) = tokio::join!(again, kill_the_write);
+    assert_eq!(status, 503, "{body}");
+    let order = custom_order("F-2", "paid", Some(buyer));
+    let paid = app
+        .until_served(200, || {
+            deliver_signed(&app, &product, Platform::Custom, &secret, None, &order)
+        })
+        .await;
+    assert_eq!(paid["status"], "accepted", "{paid}");
+    assert_eq!(paid["rewards"], json!([]), "{paid}");
 }

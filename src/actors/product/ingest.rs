@@ -2,7 +2,7 @@
 //! and the keys in flight, earnings, the write set to the writer, and the answers
 //! once the writer reports the commit (or a stale request expires).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use alloy::primitives::Address;
 use chrono::{DateTime, Utc};
@@ -161,7 +161,7 @@ async fn submit(
         users,
         exhausted,
     } = earned;
-    let refunds = refund_requests(state, &ids, &fresh);
+    let (refunds, marked) = refund_requests(state, &ids, &fresh);
 
     let request = state.open.get_mut(&tag).expect("open request");
     let mut rows = Vec::with_capacity(fresh.len());
@@ -173,7 +173,7 @@ async fn submit(
     {
         pending.rewards = earnings.granted;
         pending.charges = earnings.charges;
-        if item.interaction.kind == InteractionType::PurchaseRefunded {
+        if marked.contains(&pending.id) {
             pending.refund_order = order_id(&item.interaction.data);
         }
         // The natural key is read from the client's data, before any annotation.
@@ -329,15 +329,19 @@ pub(super) fn expire_stale(state: &mut ProductState) {
             "write set never came back; answering unavailable"
         );
         forget_referrals(state, &rows);
+        // A refund among them may still be stored: its order stays refunded (a
+        // purchase of it earns nothing until the actor restarts from the
+        // database; the shop retries the refund meanwhile).
         for row in rows {
-            unrefund(state, &row);
             settle_row(state, tag, row, ItemResult::Unavailable);
         }
         finish_if_done(state, tag);
     }
 }
 
-/// A refund row that was not stored: its order is no longer known as refunded.
+/// A refund row that was not stored: its order is no longer known as refunded,
+/// if this row is what marked it (`refund_order` is set only then: a retry of a
+/// refund already stored must not unmark it).
 fn unrefund(state: &mut ProductState, row: &PendingRow) {
     if let Some(order) = &row.refund_order {
         state.refunded_orders.remove(order);
@@ -421,19 +425,22 @@ fn purchase_in_flight(state: &ProductState, interaction: &Interaction) -> bool {
 }
 
 /// The refunds among the fresh items, remembered from now on so that a purchase
-/// arriving later earns nothing.
+/// arriving later earns nothing; and those of them whose order was not known as
+/// refunded before (only they unmark it if they are not stored).
 fn refund_requests(
     state: &mut ProductState,
     ids: &[Uuid],
     fresh: &[IngestItem],
-) -> Vec<RefundRequest> {
-    let mut requests = Vec::new();
+) -> (Vec<RefundRequest>, HashSet<Uuid>) {
+    let (mut requests, mut marked) = (Vec::new(), HashSet::new());
     for (item, id) in fresh.iter().zip(ids) {
         if item.interaction.kind != InteractionType::PurchaseRefunded {
             continue;
         }
         if let Some(order_id) = order_id(&item.interaction.data) {
-            state.refunded_orders.insert(order_id.clone());
+            if state.refunded_orders.insert(order_id.clone()) {
+                marked.insert(*id);
+            }
             requests.push(RefundRequest {
                 refund_id: *id,
                 product_id: state.args.config.id,
@@ -441,7 +448,7 @@ fn refund_requests(
             });
         }
     }
-    requests
+    (requests, marked)
 }
 
 fn committed_duplicate(

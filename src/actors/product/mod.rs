@@ -143,8 +143,9 @@ struct PendingRow {
     /// What each campaign was charged in memory, given back if the row is not stored.
     charges: Vec<(i64, U256)>,
     wallet: Option<Address>,
-    /// The order a refund row refunds: remembered as refunded from the start of
-    /// its write, forgotten again if the row is not stored.
+    /// The order a refund row refunds, when this row is what made it known as
+    /// refunded (from the start of its write): forgotten again if the row is
+    /// surely not stored.
     refund_order: Option<String>,
 }
 
