@@ -349,6 +349,12 @@ impl Pushing {
 
     async fn sync_campaign(&self, c: &CampaignSync) -> Result<(), PushError> {
         let (call, to) = match c.chain_state.as_str() {
+            // Deactivated before its allocation was made, with nothing left to push:
+            // released at once (whether or not the bank ever knew it). With rewards
+            // left, it is allocated first, and goes on to `deactivate` then.
+            "allocate" if c.deactivated && c.unpushed == 0 => {
+                ("deactivate_campaign", "deactivated")
+            }
             // The bank's budget is set, not added to: it must start from what the
             // bank has paid, so a batch still in flight (no new one starts before the
             // allocation: `work`) settles first; its payment would count twice.

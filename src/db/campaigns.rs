@@ -366,12 +366,14 @@ pub async fn set_status(
 ) -> Result<Option<CampaignRow>, DbError> {
     let updated = sqlx::query(
         // Activation (re)allocates the budget on the bank; deactivation releases it
-        // there once the campaign's rewards are pushed (see db::push).
+        // there once the campaign's rewards are pushed (see db::push). An
+        // allocation still to be made is made first (the campaign may have been
+        // allocated before, and may have rewards to push): its success moves a
+        // deactivated campaign on to `deactivate` (`db::push::record_sync`).
         "UPDATE campaigns SET status = $3, updated_at = now(),
             chain_state = CASE
                 WHEN $3 = 'active' THEN 'allocate'
                 WHEN $3 = 'deactivated' AND chain_state = 'allocated' THEN 'deactivate'
-                WHEN $3 = 'deactivated' AND chain_state = 'allocate' THEN 'none'
                 ELSE chain_state END
          WHERE id = $1 AND status = $2",
     )

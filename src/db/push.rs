@@ -396,6 +396,8 @@ pub struct CampaignSync {
     pub product: B256,
     pub bank: Address,
     pub chain_state: String,
+    /// Deactivated (for good): once its rewards are pushed, the bank releases it.
+    pub deactivated: bool,
     pub budget_cap: U256,
     /// Σ of its rewards pushed (confirmed): what the bank has paid.
     pub pushed: U256,
@@ -412,7 +414,7 @@ pub async fn campaigns_to_sync(
 ) -> Result<Vec<CampaignSync>, DbError> {
     let rows = sqlx::query(
         "SELECT c.id, c.external_id, b.product_id, b.bank_address, c.chain_state,
-            c.budget_cap::text AS budget_cap,
+            c.status = 'deactivated' AS deactivated, c.budget_cap::text AS budget_cap,
             (SELECT COALESCE(sum(amount), 0)::text FROM rewards
               WHERE campaign_id = c.id AND status = 'pushed') AS pushed,
             (SELECT count(*) FROM rewards
@@ -436,6 +438,7 @@ pub async fn campaigns_to_sync(
             product: B256::from_slice(r.get::<&[u8], _>("product_id")),
             bank: Address::from_slice(r.get::<&[u8], _>("bank_address")),
             chain_state: r.get("chain_state"),
+            deactivated: r.get("deactivated"),
             budget_cap: parse_u256(r.get::<&str, _>("budget_cap")),
             pushed: parse_u256(r.get::<&str, _>("pushed")),
             unpushed: r.get("unpushed"),
@@ -445,6 +448,8 @@ pub async fn campaigns_to_sync(
 }
 
 /// Records a bank call: `to` on success (the state must still be `from`), or the error.
+/// An allocation of a campaign deactivated meanwhile goes on to `deactivate`: its
+/// rewards are pushed, then the bank releases what is left.
 pub async fn record_sync(
     pool: &PgPool,
     campaign: i64,
@@ -453,8 +458,9 @@ pub async fn record_sync(
 ) -> Result<(), DbError> {
     match outcome {
         Ok((to, tx_hash)) => sqlx::query(
-            "UPDATE campaigns SET chain_state = $3, chain_error = NULL, chain_synced_at = now(),
-                chain_tx_hash = $4
+            "UPDATE campaigns SET chain_error = NULL, chain_synced_at = now(), chain_tx_hash = $4,
+                chain_state = CASE WHEN $3 = 'allocated' AND status = 'deactivated'
+                                   THEN 'deactivate' ELSE $3 END
              WHERE id = $1 AND chain_state = $2",
         )
         .bind(campaign)

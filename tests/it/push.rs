@@ -11,7 +11,7 @@ use rewardflow::chain::push::{Progress, Pushing};
 use rewardflow::config::Settings;
 use rewardflow::db::push as ledger;
 use rewardflow::domain::push::onchain_campaign_id;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::chain_fixture::*;
 use crate::common::{TestApp, fresh_database, test_settings};
@@ -518,6 +518,90 @@ async fn a_bank_pays_only_the_rewards_of_its_own_product() {
     let bank = ProductBank::new(chain.bank, &chain.provider);
     let foreign_onchain = onchain_campaign_id(external);
     assert!(!bank.isCampaignActive(foreign_onchain).call().await.unwrap());
+    app.stop().await.unwrap();
+}
+
+/// The campaign's bytes32 on its bank.
+async fn onchain_id(app: &TestApp, campaign: i64) -> alloy::primitives::B256 {
+    let (_, view) = app
+        .get(
+            &format!("/v1/campaigns/{campaign}"),
+            Some(&owner_token(app)),
+        )
+        .await;
+    onchain_campaign_id(view["external_id"].as_str().unwrap().parse().unwrap())
+}
+
+async fn chain_state(app: &TestApp, campaign: i64) -> String {
+    let (_, body) = app
+        .get(
+            &format!("/v1/campaigns/{campaign}"),
+            Some(&owner_token(app)),
+        )
+        .await;
+    body["chain"]["state"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_deactivated_before_its_allocation_is_paid_then_released() {
+    let chain = TestChain::start().await;
+    let database = fresh_database().await;
+    let app = TestApp::start(chain_settings(&chain, &database))
+        .await
+        .unwrap();
+    let unit = U256::from(10u64).pow(U256::from(18));
+    let cap = json!((U256::from(100u64) * unit).to_string());
+    let (product, paid) = product_and_campaign(&app, &chain, json!({"budget_cap": cap})).await;
+    let idle = active_campaign(
+        &app,
+        &chain,
+        &product,
+        json!({"trigger": "webshop.open", "budget_cap": cap}),
+    )
+    .await;
+    campaign_allocated(&app, paid).await;
+    campaign_allocated(&app, idle).await;
+    let onchain = [onchain_id(&app, paid).await, onchain_id(&app, idle).await];
+    app.stop().await.unwrap();
+
+    // Without a node: a purchase, then a new cap for both campaigns (to be
+    // allocated again) and their deactivation before that allocation is made.
+    let offline = TestApp::start(test_settings(&database)).await.unwrap();
+    purchase(&offline, &product, user(41), "before-deactivation").await;
+    let owner = owner_token(&offline);
+    for id in [paid, idle] {
+        let doubled = json!({"budget_cap": (U256::from(200u64) * unit).to_string()});
+        let path = format!("/v1/campaigns/{id}");
+        let (status, body) = offline.patch_json(&path, &doubled, &owner).await;
+        assert_eq!(status, 200, "{body}");
+        let path = format!("/v1/campaigns/{id}/deactivate");
+        let (status, body) = offline.post(&path, &Value::Null, Some(&owner)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(chain_state(&offline, id).await, "allocate");
+    }
+    offline.stop().await.unwrap();
+
+    // The purchase's rewards are pushed, then both campaigns are released.
+    let app = TestApp::start(chain_settings(&chain, &database))
+        .await
+        .unwrap();
+    all_pushed(&app).await;
+    for id in [paid, idle] {
+        eventually(WAIT, "the campaign released on its bank", || async {
+            (chain_state(&app, id).await == "deactivated").then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        chain.pending_on_chain(user(41)).await,
+        U256::from(5u64) * unit
+    );
+    let bank = ProductBank::new(chain.bank, &chain.provider);
+    for campaign in onchain {
+        assert!(!bank.isCampaignActive(campaign).call().await.unwrap());
+    }
+    let allocated = bank.getAllocatedBalance(chain.token).call().await.unwrap();
+    assert_eq!(allocated, U256::ZERO);
     app.stop().await.unwrap();
 }
 
