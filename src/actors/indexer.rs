@@ -51,6 +51,11 @@ enum IndexError {
     Db(#[from] DbError),
     #[error("a log without its block or transaction: {0:?}")]
     Incomplete(Box<Log>),
+    /// The node does not have a block the indexer has seen (it lags, or another
+    /// node behind the same URL answered): nothing is rolled back, the next poll
+    /// tries again.
+    #[error("the node does not have block {0} yet")]
+    NodeBehind(u64),
 }
 
 #[derive(Clone, Copy, Default)]
@@ -103,6 +108,15 @@ async fn poll(args: &IndexerArgs) -> Result<(), IndexError> {
             break;
         }
         let to = safe.min(from + args.max_block_range - 1);
+        // The range must follow on from the cursor: after a reorganisation since
+        // the poll began, the events already stored from the old branch would stay
+        // under a cursor on the new one. The next poll rolls them back.
+        if let Some(cursor) = cursor {
+            match args.chain.block(from).await? {
+                Some(first) if first.parent_hash == cursor.block_hash => {}
+                _ => break,
+            }
+        }
         let Some(end) = args.chain.block(to).await? else {
             break;
         };
@@ -199,11 +213,13 @@ fn report_reorg(was: Cursor, kept: u64, removed: u64) {
     );
 }
 
-async fn on_chain(chain: &Chain, block: Cursor) -> Result<bool, ChainError> {
-    Ok(chain
-        .block(block.block_number)
-        .await?
-        .is_some_and(|b| b.hash == block.block_hash))
+/// Whether the block is still on the chain: only another block at its height
+/// says it is not; a node without that height is behind, not reorganised.
+async fn on_chain(chain: &Chain, block: Cursor) -> Result<bool, IndexError> {
+    match chain.block(block.block_number).await? {
+        Some(b) => Ok(b.hash == block.block_hash),
+        None => Err(IndexError::NodeBehind(block.block_number)),
+    }
 }
 
 fn decode(log: &Log) -> Result<Option<ChainEvent>, IndexError> {

@@ -120,6 +120,7 @@ impl Chain {
         Ok(block.map(|b| BlockRef {
             number: b.header.number,
             hash: b.header.hash,
+            parent_hash: b.header.parent_hash,
             time: DateTime::from_timestamp(b.header.timestamp as i64, 0).unwrap_or_default(),
             gas_limit: b.header.gas_limit,
         }))
@@ -184,6 +185,21 @@ impl Chain {
             .map_err(call_error)
     }
 
+    /// `isNonceUsed` as of block `number`.
+    pub async fn is_nonce_used_at(
+        &self,
+        bank: Address,
+        nonce: B256,
+        number: u64,
+    ) -> Result<bool, ChainError> {
+        ProductBank::new(bank, &self.provider)
+            .isNonceUsed(nonce)
+            .block(number.into())
+            .call()
+            .await
+            .map_err(call_error)
+    }
+
     pub async fn is_campaign_active(
         &self,
         bank: Address,
@@ -214,6 +230,7 @@ impl Chain {
 pub struct BlockRef {
     pub number: u64,
     pub hash: B256,
+    pub parent_hash: B256,
     pub time: DateTime<Utc>,
     pub gas_limit: u64,
 }

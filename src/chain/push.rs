@@ -155,20 +155,40 @@ impl Pushing {
             // be pending, so only the nonce or the deadline can settle it.
             let reason = format!("transaction {tx} reverted");
             ledger::note_error(&self.pool, batch.id, &reason).await?;
-            let used = self
-                .chain
-                .is_nonce_used(batch.bank(), batch.nonce())
-                .await?;
-            if !used {
-                return self.refused_or_expired(batch, reason).await;
-            }
-            return self.reconcile(batch, used).await;
+            return self.refused_or_expired(batch, reason).await;
         }
+        self.reconcile(batch).await
+    }
+
+    /// Whether the batch's nonce is used, and the chain's time and the deadline
+    /// margin, the nonce read at the very block whose time is taken: read from an
+    /// older block than the time (a node lagging behind a load balancer), a
+    /// payment made before the deadline would look missing, and the paid batch
+    /// would expire and be paid again.
+    async fn nonce_and_time(
+        &self,
+        batch: &BatchRow,
+    ) -> Result<(bool, chrono::DateTime<Utc>, chrono::Duration), PushError> {
+        let block = self
+            .chain
+            .latest_block()
+            .await?
+            .ok_or_else(|| ChainError::Rpc("the node has no latest block".into()))?;
         let used = self
             .chain
-            .is_nonce_used(batch.bank(), batch.nonce())
+            .is_nonce_used_at(batch.bank(), batch.nonce(), block.number)
             .await?;
-        self.reconcile(batch, used).await
+        let margin = chrono::Duration::seconds(self.settings.deadline_margin_secs as i64);
+        Ok((used, block.time, margin))
+    }
+
+    /// A batch whose nonce is used: confirmed once its payment is final.
+    async fn confirm_used(&self, batch: &BatchRow) -> Result<Progress, PushError> {
+        match self.find_push(batch).await? {
+            Some((tx, block)) => self.confirm_if_final(batch, tx, block, None).await,
+            // Used, but the event is not visible yet (node lagging): later.
+            None => Ok(Progress::InFlight),
+        }
     }
 
     /// Gas the pusher may have in flight: what the chain includes in the blocks
@@ -181,27 +201,11 @@ impl Pushing {
         Ok(gas_limit.saturating_mul(blocks))
     }
 
-    /// The chain's clock (latest block time) and the deadline margin.
-    async fn chain_time(&self) -> Result<(chrono::DateTime<Utc>, chrono::Duration), PushError> {
-        let time = self
-            .chain
-            .latest_block()
-            .await?
-            .map(|b| b.time)
-            .unwrap_or_else(Utc::now);
-        let margin = chrono::Duration::seconds(self.settings.deadline_margin_secs as i64);
-        Ok((time, margin))
-    }
-
-    /// SPEC §7's reconciliation of a batch whose nonce is (or is not) used.
-    async fn reconcile(&self, batch: &BatchRow, used: bool) -> Result<Progress, PushError> {
-        let (chain_time, margin) = self.chain_time().await?;
+    /// SPEC §7's reconciliation of a batch by its nonce and the deadline.
+    async fn reconcile(&self, batch: &BatchRow) -> Result<Progress, PushError> {
+        let (used, chain_time, margin) = self.nonce_and_time(batch).await?;
         match push::reconcile(used, batch.deadline, chain_time, margin) {
-            Reconcile::Confirmed => match self.find_push(batch).await? {
-                Some((tx, block)) => self.confirm_if_final(batch, tx, block, None).await,
-                // Used, but the event is not visible yet (node lagging): later.
-                None => Ok(Progress::InFlight),
-            },
+            Reconcile::Confirmed => self.confirm_used(batch).await,
             Reconcile::Expired => {
                 self.abandon(batch, "expired", "deadline passed unused")
                     .await
@@ -257,16 +261,20 @@ impl Pushing {
         }
     }
 
+    /// A batch the bank refused (a reverted transaction or estimate): paid after
+    /// all if its nonce is used (an earlier broadcast went through), dead past its
+    /// deadline, else refused for now.
     async fn refused_or_expired(
         &self,
         batch: &BatchRow,
         reason: String,
     ) -> Result<Progress, PushError> {
-        let (chain_time, margin) = self.chain_time().await?;
-        if chain_time > batch.deadline + margin {
-            return self.abandon(batch, "expired", &reason).await;
+        let (used, chain_time, margin) = self.nonce_and_time(batch).await?;
+        match push::reconcile(used, batch.deadline, chain_time, margin) {
+            Reconcile::Confirmed => self.confirm_used(batch).await,
+            Reconcile::Expired => self.abandon(batch, "expired", &reason).await,
+            Reconcile::Resend => Ok(Progress::Refused { reason }),
         }
-        Ok(Progress::Refused { reason })
     }
 
     async fn abandon(

@@ -1,5 +1,7 @@
 //! The indexer against a real anvil: a reorganisation (`evm_snapshot` /
-//! `evm_revert`) that undoes a claim is undone in PostgreSQL too.
+//! `evm_revert`) that undoes a claim is undone in PostgreSQL too; a node that
+//! lags behind what was indexed is waited for, not taken for a reorganisation;
+//! one during a poll leaves nothing of the old branch behind.
 
 use std::time::Duration;
 
@@ -77,5 +79,155 @@ async fn a_reorg_that_undoes_a_claim_is_rolled_back() {
         )
         .await;
     assert_eq!(history["claims"], json!([]), "{history}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_is_waited_for_not_taken_for_a_reorg() {
+    use crate::rpc_proxy::{Lag, RpcProxy};
+    let chain = TestChain::start().await;
+    let proxy = RpcProxy::start(chain.rpc_url()).await;
+    let app = TestApp::spawn_with(|s| {
+        chain.configure(s);
+        s.chain.rpc_url = proxy.url.clone();
+    })
+    .await;
+    let (product, _) = product_and_campaign(&app, &chain, json!({})).await;
+    let claimer: alloy::signers::local::PrivateKeySigner = CLAIMER_KEY.parse().unwrap();
+    purchase(&app, &product, claimer.address(), "lag-1").await;
+    let five = (U256::from(5u64) * U256::from(10u64).pow(U256::from(18))).to_string();
+    let path = format!("/v1/wallets/{:#x}/rewards", claimer.address());
+    let claimable = |amount: String| {
+        let (app, path) = (&app, &path);
+        async move {
+            let (_, body) = app.get(path, None).await;
+            (body["tokens"][0]["claimable"] == amount.as_str()).then_some(())
+        }
+    };
+    eventually(WAIT, "the reward claimable", || claimable(five.clone())).await;
+    let added = scalar_i64(&app, "SELECT max(block_number) FROM chain_events").await;
+    let events = "SELECT count(*) FROM chain_events";
+    let indexed = scalar_i64(&app, events).await;
+
+    // The endpoint fails over to a node that has not seen the reward's block.
+    proxy.lag(Some(Lag {
+        head: added as u64 - 1,
+        blocks: true,
+    }));
+    let before = proxy.lagged_answers();
+    eventually(WAIT, "the indexer polling the lagging node", || async {
+        (proxy.lagged_answers() > before + 50).then_some(())
+    })
+    .await;
+    claimable(five.clone()).await.expect("still claimable");
+    // Nothing rolled back (the reorg counter is the process's, shared by tests).
+    assert_eq!(scalar_i64(&app, events).await, indexed);
+
+    // Back on a node that is up to date: a claim is indexed.
+    proxy.lag(None);
+    let user = wallet_provider(&chain.rpc_url(), CLAIMER_KEY);
+    let push_pull = MultiTokenPushPull::new(chain.push_pull, &user);
+    succeeded(push_pull.pullReward(chain.token).send().await.unwrap()).await;
+    eventually(WAIT, "the claim indexed", || claimable("0".into())).await;
+    app.stop().await.unwrap();
+}
+
+/// anvil's third development account: another user who claims.
+const OTHER_CLAIMER_KEY: &str =
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_during_a_poll_leaves_nothing_of_the_old_branch() {
+    let chain = TestChain::start().await;
+    let app = TestApp::spawn_with(|s| {
+        chain.configure(s);
+        s.chain.indexer_max_block_range = 1;
+    })
+    .await;
+    let (product, _) = product_and_campaign(&app, &chain, json!({})).await;
+    let signer = |key: &str| {
+        key.parse::<alloy::signers::local::PrivateKeySigner>()
+            .unwrap()
+    };
+    let (first, second) = (signer(CLAIMER_KEY), signer(OTHER_CLAIMER_KEY));
+    purchase(&app, &product, first.address(), "during-1").await;
+    purchase(&app, &product, second.address(), "during-2").await;
+    let five = (U256::from(5u64) * U256::from(10u64).pow(U256::from(18))).to_string();
+    let balance = |who: alloy::primitives::Address, claimable: String, claimed: String| {
+        let app = &app;
+        async move {
+            let (_, body) = app
+                .get(&format!("/v1/wallets/{who:#x}/rewards"), None)
+                .await;
+            (body["tokens"][0]["claimable"] == claimable.as_str()
+                && body["tokens"][0]["claimed"] == claimed.as_str())
+            .then_some(())
+        }
+    };
+    for who in [first.address(), second.address()] {
+        eventually(WAIT, "the rewards claimable", || {
+            balance(who, five.clone(), "0".into())
+        })
+        .await;
+    }
+    let head = chain.provider.get_block_number().await.unwrap() as i64;
+    eventually(WAIT, "the indexer at the head", || async {
+        let at = scalar_i64(&app, "SELECT max(block_number) FROM indexer_cursor").await;
+        (at == head).then_some(())
+    })
+    .await;
+    let snapshot: U256 = chain
+        .provider
+        .raw_request("evm_snapshot".into(), ())
+        .await
+        .unwrap();
+
+    let anvil = |method: &'static str, params: serde_json::Value| {
+        let chain = &chain;
+        async move {
+            let _: serde_json::Value = chain
+                .provider
+                .raw_request(method.into(), params)
+                .await
+                .unwrap();
+        }
+    };
+    let claim = |key: &'static str| {
+        let chain = &chain;
+        async move {
+            let user = wallet_provider(&chain.rpc_url(), key);
+            let push_pull = MultiTokenPushPull::new(chain.push_pull, &user);
+            push_pull.pullReward(chain.token).send().await.unwrap()
+        }
+    };
+
+    // The first claim and a block on top appear together, so one poll reads two
+    // ranges; the first range's write waits while the chain reorganises.
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE chain_events IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    anvil("evm_setAutomine", json!([false])).await;
+    let first_claim = claim(CLAIMER_KEY).await;
+    anvil("anvil_mine", json!([2])).await;
+    succeeded(first_claim).await;
+    crate::interactions::wait_for_blocked_insert_into(&app, "chain_events").await;
+    anvil("evm_revert", json!([snapshot])).await;
+    anvil("evm_setAutomine", json!([true])).await;
+    // The new branch: an empty block, then the other claim in the second range.
+    anvil("anvil_mine", json!([1])).await;
+    succeeded(claim(OTHER_CLAIMER_KEY).await).await;
+    blocker.commit().await.unwrap();
+
+    // Only the new branch's claim stays.
+    eventually(WAIT, "the other claim indexed", || {
+        balance(second.address(), "0".into(), five.clone())
+    })
+    .await;
+    eventually(WAIT, "the first claim rolled back", || {
+        balance(first.address(), five.clone(), "0".into())
+    })
+    .await;
     app.stop().await.unwrap();
 }

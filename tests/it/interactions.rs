@@ -551,12 +551,18 @@ pub async fn kill_writer(mut blocker: sqlx::Transaction<'_, sqlx::Postgres>, pid
 }
 
 pub async fn wait_for_blocked_insert(app: &TestApp) -> i32 {
+    wait_for_blocked_insert_into(app, "interactions").await
+}
+
+/// The backend whose `INSERT INTO table` waits on a lock, once there is one.
+pub async fn wait_for_blocked_insert_into(app: &TestApp, table: &str) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
-               AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO interactions%'",
+               AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO ' || $1 || '%'",
         )
+        .bind(table)
         .fetch_optional(&app.ctx.pool)
         .await
         .unwrap();

@@ -15,5 +15,6 @@ mod interactions;
 mod ops;
 mod products;
 mod push;
+mod rpc_proxy;
 mod telemetry;
 mod webhooks;

@@ -606,6 +606,64 @@ async fn a_campaign_deactivated_before_its_allocation_is_paid_then_released() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_batch_is_not_expired_by_a_node_whose_state_lags() {
+    use crate::rpc_proxy::{Lag, RpcProxy};
+    use alloy::providers::Provider;
+    let chain = TestChain::start().await;
+    let proxy = RpcProxy::start(chain.rpc_url()).await;
+    let database = fresh_database().await;
+    // No pusher in the service: the test plays its steps, through the proxy.
+    let app = TestApp::start(test_settings(&database)).await.unwrap();
+    let (product, _) = product_and_campaign(&app, &chain, json!({})).await;
+    purchase(&app, &product, user(60), "paid-once").await;
+    let mut settings = chain_settings(&chain, &database);
+    settings.chain.rpc_url = proxy.url.clone();
+    let steps = manual_pusher(&app, &chain, &settings, 10).await;
+    steps.sync_campaigns().await.unwrap();
+    let work = steps.work().await.unwrap();
+    let batch = steps.prepare(&work[0]).await.unwrap().expect("a batch");
+    let payload = steps.payload(&batch).await.unwrap();
+    let signature = steps.sign(&batch, &payload).await.unwrap();
+    let before = chain.provider.get_block_number().await.unwrap();
+    let tx = steps.send(&batch, &payload, signature).await.unwrap();
+    ledger::mark_sent(&app.ctx.pool, batch.id, tx)
+        .await
+        .unwrap();
+    let paid = chain.provider.get_transaction_receipt(tx).await.unwrap();
+    assert!(paid.expect("mined at once").status());
+
+    // Behind the same URL, state and receipts now come from a node that has not
+    // seen the payment; blocks from one that is up to date, past the deadline.
+    proxy.lag(Some(Lag {
+        head: before,
+        blocks: false,
+    }));
+    let node = rewardflow::chain::Chain::new(&chain_settings(&chain, &database).chain).unwrap();
+    let late = batch.deadline.timestamp() as u64 + settings.chain.deadline_margin_secs + 60;
+    anvil_rpc(&node, "evm_setNextBlockTimestamp", json!([late])).await;
+    anvil_rpc(&node, "anvil_mine", json!([1])).await;
+    let sent = unfinished(&app, &steps, batch.id).await.expect("sent");
+    let progress = steps.advance(&sent).await;
+    assert!(
+        !matches!(progress, Ok(Progress::Abandoned { .. })),
+        "{progress:?}"
+    );
+    let still = unfinished(&app, &steps, batch.id)
+        .await
+        .expect("unfinished");
+    assert_eq!(still.status, "sent");
+
+    proxy.lag(None);
+    let progress = steps.advance(&still).await.unwrap();
+    assert!(
+        matches!(progress, Progress::Confirmed { .. }),
+        "{progress:?}"
+    );
+    assert_exactly_once(&app, &chain).await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reverting_push_returns_rewards_to_pending_until_the_budget_is_fixed() {
     let chain = TestChain::start().await;
     let app = TestApp::spawn_with(|s| chain.configure(s)).await;
