@@ -113,7 +113,9 @@ impl WebhookConfig {
     }
 
     /// The settings after setting `secret` at `now`: the current secret (if any)
-    /// stays valid for `grace_secs`, whatever the platform becomes.
+    /// stays valid for `grace_secs`, whatever the platform becomes. Setting the
+    /// current secret again (a retried request, a platform change) keeps the
+    /// grace of the rotation that made it current.
     pub fn rotate(
         current: Option<&WebhookConfig>,
         platform: Platform,
@@ -121,16 +123,19 @@ impl WebhookConfig {
         now: DateTime<Utc>,
         grace_secs: u64,
     ) -> WebhookConfig {
-        let previous = current
-            .filter(|c| grace_secs > 0 && c.secret != secret)
-            .map(|c| c.secret.clone());
+        let (previous_secret, previous_valid_until) = match current {
+            Some(c) if c.secret == secret => (c.previous_secret.clone(), c.previous_valid_until),
+            Some(c) if grace_secs > 0 => (
+                Some(c.secret.clone()),
+                Some(now + chrono::Duration::seconds(grace_secs as i64)),
+            ),
+            _ => (None, None),
+        };
         WebhookConfig {
             platform,
             secret,
-            previous_valid_until: previous
-                .as_ref()
-                .map(|_| now + chrono::Duration::seconds(grace_secs as i64)),
-            previous_secret: previous,
+            previous_secret,
+            previous_valid_until,
         }
     }
 

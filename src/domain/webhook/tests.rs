@@ -100,6 +100,19 @@ fn rotation_keeps_the_previous_secret_for_the_grace_period() {
     );
     let later = now + chrono::Duration::seconds(3600);
     assert_eq!(second.secrets_at(later), vec![&b"bbbbbbbbbbbbbbbb"[..]]);
+    // The same secret set again a minute later, with another platform: the
+    // previous one keeps its grace, which does not start over.
+    let minute = now + chrono::Duration::seconds(60);
+    let again = WebhookConfig::rotate(
+        Some(&second),
+        Platform::Shopify,
+        Secret::new("b".repeat(16)),
+        minute,
+        3600,
+    );
+    assert_eq!(again.platform, Platform::Shopify);
+    assert_eq!(again.secrets_at(minute), second.secrets_at(minute));
+    assert_eq!(again.previous_valid_until, second.previous_valid_until);
 
     // No grace: the old secret stops at once.
     let third = WebhookConfig::rotate(
