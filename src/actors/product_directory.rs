@@ -55,6 +55,9 @@ pub enum OpenError {
 pub struct ProductRegistry {
     running: DashMap<B256, ProductHandle>,
     unknown: Cache<B256, ()>,
+    /// Configurations set lately, for the starts under way: the one a start
+    /// loaded may predate them.
+    updated: Cache<B256, Arc<ProductConfig>>,
 }
 
 impl Default for ProductRegistry {
@@ -64,6 +67,11 @@ impl Default for ProductRegistry {
             unknown: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(10))
+                .build(),
+            // Longer than a start takes (its load waits for a place, then reads).
+            updated: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(300))
                 .build(),
         }
     }
@@ -102,12 +110,28 @@ impl ProductRegistry {
             .sum()
     }
 
-    /// Replaces the configuration the front door checks (after a product PATCH),
-    /// so that the next request sees it.
+    /// Replaces the configuration the front door checks (after a product PATCH
+    /// or a webhook change), so that the next request sees it — also when the
+    /// product's actor is starting: its start registers it with this one
+    /// (`register`). Remembered before the running handle is looked at, and
+    /// `register` looks after inserting, so one of the two always sees the other.
     pub fn update_config(&self, config: ProductConfig) {
+        let config = Arc::new(config);
+        self.updated.insert(config.id, config.clone());
         if let Some(mut handle) = self.running.get_mut(&config.id) {
-            handle.config = Arc::new(config);
+            handle.config = config;
         }
+    }
+
+    /// Registers a started actor, with a configuration set during its start if
+    /// there was one; returns the handle as registered.
+    fn register(&self, product: B256, handle: ProductHandle) -> ProductHandle {
+        self.running.insert(product, handle);
+        let mut registered = self.running.get_mut(&product).expect("just registered");
+        if let Some(config) = self.updated.get(&product) {
+            registered.config = config;
+        }
+        registered.clone()
     }
 
     /// The running actor of a product, if any (no spawning).
@@ -348,7 +372,7 @@ fn started(state: &mut DirectoryState, product: B256, result: Result<ProductHand
         }
         Ok(handle) => {
             state.by_actor.insert(handle.actor.get_id(), product);
-            registry.running.insert(product, handle.clone());
+            let handle = registry.register(product, handle);
             metrics::gauge!(telemetry::PRODUCT_ACTORS).set(registry.len() as f64);
             Ok(handle)
         }

@@ -634,3 +634,45 @@ async fn a_refund_that_was_not_stored_does_not_mark_its_order() {
     assert_eq!(paid["status"], "accepted", "{paid}");
     assert_eq!(paid["rewards"], json!([]), "{paid}");
 }
+
+#[tokio::test]
+async fn a_webhook_set_while_its_product_starts_is_the_one_checked() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "starting.example").await;
+    // The product's actor starts (a first SDK request) and waits in its start,
+    // after reading the product, while the webhook is set.
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let first = json!({"product_id": product, "type": "webshop.open", "data": {"page": "/"}});
+    let token = app.token(wallet(130));
+    let starting = app.post("/v1/interactions", &first, Some(&token));
+    let set_webhook = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                   AND wait_event_type = 'Lock' AND query LIKE '%FROM interactions%'",
+            )
+            .fetch_one(&app.ctx.pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the start never read");
+            tokio::task::yield_now().await;
+        }
+        let secret = configure(&app, &product, json!({"platform": "custom"})).await;
+        blocker.commit().await.unwrap();
+        secret
+    };
+    let ((status, body), secret) = tokio::join!(starting, set_webhook);
+    assert_eq!(status, 202, "{body}");
+    let order = custom_order("S-1", "paid", Some(wallet(131)));
+    let (status, body) =
+        deliver_signed(&app, &product, Platform::Custom, &secret, None, &order).await;
+    assert_eq!(status, 200, "{body}");
+}
