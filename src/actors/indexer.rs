@@ -102,12 +102,15 @@ async fn poll(args: &IndexerArgs) -> Result<(), IndexError> {
         Some(cursor) => check_reorg(args, cursor).await?,
         None => None,
     };
+    // Halved while the node refuses a range (too many logs, a response too
+    // large for its limits or our timeout), for this poll.
+    let mut range = args.max_block_range;
     loop {
         let from = cursor.map_or(args.from_block, |c| c.block_number + 1);
         if from > safe {
             break;
         }
-        let to = safe.min(from + args.max_block_range - 1);
+        let to = safe.min(from + range - 1);
         // The range must follow on from the cursor: after a reorganisation since
         // the poll began, the events already stored from the old branch would stay
         // under a cursor on the new one. The next poll rolls them back.
@@ -128,7 +131,15 @@ async fn poll(args: &IndexerArgs) -> Result<(), IndexError> {
             ])
             .from_block(from)
             .to_block(to);
-        let logs = args.chain.logs(&filter).await?;
+        let logs = match args.chain.logs(&filter).await {
+            Ok(logs) => logs,
+            Err(err) if to > from => {
+                range = (to - from).div_ceil(2);
+                tracing::info!(from, to, range, error = %err, "log range refused; asking for less");
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
         let events = logs.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
         let events: Vec<ChainEvent> = events.into_iter().flatten().collect();
         let next = Cursor {

@@ -1,7 +1,8 @@
 //! The indexer against a real anvil: a reorganisation (`evm_snapshot` /
 //! `evm_revert`) that undoes a claim is undone in PostgreSQL too; a node that
 //! lags behind what was indexed is waited for, not taken for a reorganisation;
-//! one during a poll leaves nothing of the old branch behind.
+//! one during a poll leaves nothing of the old branch behind; a node that refuses
+//! long log ranges is asked for shorter ones.
 
 use std::time::Duration;
 
@@ -227,6 +228,31 @@ async fn a_reorg_during_a_poll_leaves_nothing_of_the_old_branch() {
     .await;
     eventually(WAIT, "the first claim rolled back", || {
         balance(first.address(), five.clone(), "0".into())
+    })
+    .await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_ranges_the_node_refuses_are_asked_for_in_parts() {
+    use crate::rpc_proxy::RpcProxy;
+    let chain = TestChain::start().await;
+    let proxy = RpcProxy::start(chain.rpc_url()).await;
+    proxy.refuse_log_ranges_over(Some(3));
+    let app = TestApp::spawn_with(|s| {
+        chain.configure(s);
+        s.chain.rpc_url = proxy.url.clone();
+        s.chain.indexer_max_block_range = 1000;
+    })
+    .await;
+    let (product, _) = product_and_campaign(&app, &chain, json!({})).await;
+    let user = user(70);
+    purchase(&app, &product, user, "ranges-1").await;
+    let five = (U256::from(5u64) * U256::from(10u64).pow(U256::from(18))).to_string();
+    let path = format!("/v1/wallets/{user:#x}/rewards");
+    eventually(WAIT, "the reward indexed", || async {
+        let (_, body) = app.get(&path, None).await;
+        (body["tokens"][0]["claimable"] == five.as_str()).then_some(())
     })
     .await;
     app.stop().await.unwrap();

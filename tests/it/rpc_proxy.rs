@@ -18,8 +18,16 @@ pub struct Lag {
     pub blocks: bool,
 }
 
+/// What the proxy does besides forwarding.
+#[derive(Debug, Clone, Copy, Default)]
+struct Behaviour {
+    lag: Option<Lag>,
+    /// `eth_getLogs` over more blocks than this is refused, as providers do.
+    max_log_range: Option<u64>,
+}
+
 type Shared = (
-    Arc<Mutex<Option<Lag>>>,
+    Arc<Mutex<Behaviour>>,
     reqwest::Client,
     String,
     Arc<AtomicU64>,
@@ -27,7 +35,7 @@ type Shared = (
 
 pub struct RpcProxy {
     pub url: String,
-    lag: Arc<Mutex<Option<Lag>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
     /// Calls answered while lagging.
     lagged: Arc<AtomicU64>,
     _server: tokio::task::JoinHandle<()>,
@@ -35,28 +43,28 @@ pub struct RpcProxy {
 
 impl RpcProxy {
     pub async fn start(upstream: String) -> Self {
-        let lag: Arc<Mutex<Option<Lag>>> = Arc::default();
+        let behaviour: Arc<Mutex<Behaviour>> = Arc::default();
         let lagged: Arc<AtomicU64> = Arc::default();
         let client = reqwest::Client::new();
-        let state = (lag.clone(), client, upstream, lagged.clone());
+        let state = (behaviour.clone(), client, upstream, lagged.clone());
         let route = warp::post()
             .and(warp::body::json())
             .and(warp::any().map(move || state.clone()))
             .then(|body: Value, state: Shared| async move {
-                let (lag, client, upstream, lagged) = state;
-                let lag = *lag.lock().unwrap();
-                if lag.is_some() {
+                let (behaviour, client, upstream, lagged) = state;
+                let behaviour = *behaviour.lock().unwrap();
+                if behaviour.lag.is_some() {
                     lagged.fetch_add(1, Ordering::SeqCst);
                 }
                 let answer = match body {
                     Value::Array(calls) => {
                         let mut answers = Vec::new();
                         for call in calls {
-                            answers.push(answer(&client, &upstream, call, lag).await);
+                            answers.push(answer(&client, &upstream, call, behaviour).await);
                         }
                         Value::Array(answers)
                     }
-                    call => answer(&client, &upstream, call, lag).await,
+                    call => answer(&client, &upstream, call, behaviour).await,
                 };
                 warp::reply::json(&answer)
             });
@@ -65,14 +73,18 @@ impl RpcProxy {
         let server = tokio::spawn(warp::serve(route).incoming(listener).run());
         Self {
             url,
-            lag,
+            behaviour,
             lagged,
             _server: server,
         }
     }
 
     pub fn lag(&self, lag: Option<Lag>) {
-        *self.lag.lock().unwrap() = lag;
+        self.behaviour.lock().unwrap().lag = lag;
+    }
+
+    pub fn refuse_log_ranges_over(&self, blocks: Option<u64>) {
+        self.behaviour.lock().unwrap().max_log_range = blocks;
     }
 
     /// Requests answered while lagging, so far.
@@ -106,18 +118,26 @@ async fn answer(
     client: &reqwest::Client,
     upstream: &str,
     mut call: Value,
-    lag: Option<Lag>,
+    behaviour: Behaviour,
 ) -> Value {
     let id = call["id"].clone();
-    let Some(lag) = lag else {
+    let method = call["method"].as_str().unwrap_or_default().to_owned();
+    let error = |message: String| json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32005, "message": message}});
+    if let Some(most) = behaviour.max_log_range
+        && method == "eth_getLogs"
+    {
+        let range = &call["params"][0];
+        if let (Some(from), Some(to)) = (number(&range["fromBlock"]), number(&range["toBlock"]))
+            && to - from + 1 > most
+        {
+            return error(format!("query exceeds the {most}-block range limit"));
+        }
+    }
+    let Some(lag) = behaviour.lag else {
         return forward(client, upstream, &call).await;
     };
-    let method = call["method"].as_str().unwrap_or_default().to_owned();
     let reply = |result: Value| json!({"jsonrpc": "2.0", "id": id, "result": result});
-    let behind = |n: u64| {
-        json!({"jsonrpc": "2.0", "id": id,
-        "error": {"code": -32000, "message": format!("header not found: {n}")}})
-    };
+    let behind = |n: u64| error(format!("header not found: {n}"));
     if lag.blocks && method == "eth_blockNumber" {
         return reply(hex(lag.head));
     }
