@@ -213,7 +213,18 @@ pub async fn store(
         .iter()
         .filter(|r| !inserted.contains(&r.id))
         .collect();
-    interactions::holders(conn, &skipped).await
+    match interactions::holders(conn, &skipped).await {
+        Ok(holders) => Ok(holders),
+        // Outside a transaction the statement has committed: its rows are stored
+        // whatever happens now, so the flush must not be reported failed. Only the
+        // ids holding the refused rows' keys are unknown; those rows are answered
+        // unavailable and a retry finds its holder. (Inside a transaction the
+        // error aborts it, and the flush fails as a whole.)
+        Err(err) => {
+            tracing::warn!(error = %err, rows = skipped.len(), "the holders of refused rows could not be read");
+            Ok(skipped.iter().map(|r| (r.id, None)).collect())
+        }
+    }
 }
 
 /// The interactions, column by column, as UNNEST wants them.

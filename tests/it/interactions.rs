@@ -491,6 +491,78 @@ async fn origins_and_product_state_are_checked() {
 }
 
 #[tokio::test]
+async fn each_write_set_of_a_refused_flush_gets_its_own_answer() {
+    let app = TestApp::spawn_with(|s: &mut Settings| s.ingest.writer_flush_concurrency = 1).await;
+    let product = create_product(&app, "refused-flush.example").await;
+    // The database refuses rows by their data: for good, or for now.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             IF NEW.data->>'marker' = 'bad' THEN
+                 RAISE EXCEPTION 'refused for good' USING ERRCODE = 'P0001';
+             ELSIF NEW.data->>'marker' = 'retry' THEN
+                 RAISE EXCEPTION 'refused for now' USING ERRCODE = '40001';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_marked BEFORE INSERT ON interactions
+             FOR EACH ROW EXECUTE FUNCTION refuse_marked();",
+    )
+    .execute(&app.ctx.pool)
+    .await
+    .unwrap();
+    let open = |n: u64, marker: &str| {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/v1/interactions"),
+            app.token(wallet(n)),
+        );
+        let body = json!({"product_id": product, "type": "webshop.open",
+            "data": {"marker": marker}});
+        tokio::spawn(async move {
+            let response = client.post(url).bearer_auth(token).json(&body).send().await;
+            response.unwrap().status().as_u16()
+        })
+    };
+    assert_eq!(open(40, "warm").await.unwrap(), 202);
+    // Three sets wait behind a flush held on a lock, then go in one flush.
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let held = open(41, "held");
+    wait_for_blocked_insert(&app).await;
+    let queued = |rows: u64| {
+        let gate = app.ctx.ingest.gate.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while gate.pending_rows() < rows {
+                assert!(
+                    Instant::now() < deadline,
+                    "the set never reached the writer"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    // In this order: the set refused for now comes before the fine one.
+    let bad = open(42, "bad");
+    queued(2).await;
+    let retry = open(43, "retry");
+    queued(3).await;
+    let fine = open(44, "fine");
+    queued(4).await;
+    blocker.commit().await.unwrap();
+    assert_eq!(held.await.unwrap(), 202);
+    assert_ne!(bad.await.unwrap(), 202);
+    assert_eq!(retry.await.unwrap(), 503);
+    // The set after the one refused for now was written, not forgotten.
+    assert_eq!(fine.await.unwrap(), 202);
+    let stored = "SELECT count(*) FROM interactions WHERE data->>'marker' = 'fine'";
+    assert_eq!(count(&app, stored).await, 1);
+}
+
+#[tokio::test]
 async fn no_acknowledgement_before_the_commit() {
     let app = TestApp::spawn_with(|s: &mut Settings| s.ingest.writer_retry_interval_ms = 10).await;
     let product = create_product(&app, "commit.example").await;

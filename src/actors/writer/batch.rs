@@ -145,6 +145,10 @@ pub(super) async fn flush(
             let mut rewards = batch.rewards.into_iter();
             let mut users = batch.users.into_iter();
             let mut refunds = batch.refunds.into_iter();
+            // Every set gets its own try and its owner an answer, whatever the
+            // others' fate (one set's retryable failure, e.g. a deadlock, says
+            // nothing of the next).
+            let mut retryable = false;
             for owner in owners {
                 let (count, reward_count, user_count, refund_count) = owner.counts;
                 let set = WriteSet {
@@ -158,11 +162,9 @@ pub(super) async fn flush(
                     exhausted: owner.exhausted,
                     refunds: refunds.by_ref().take(refund_count).collect(),
                 };
-                if Box::pin(flush(pool, pushers, vec![set], number)).await {
-                    return true;
-                }
+                retryable |= Box::pin(flush(pool, pushers, vec![set], number)).await;
             }
-            false
+            retryable
         }
     }
 }
