@@ -19,7 +19,7 @@ use alloy::transports::http::{Http, reqwest};
 use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
-use crate::config::{ChainSettings, ConfigError, resolve_key};
+use crate::config::{ChainSettings, ConfigError, redact_urls, resolve_key};
 use contracts::{MultiTokenPushPull, ProductBank};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +41,10 @@ impl ChainError {
     }
 }
 
+/// The node's error, without the node's URL path and query (API keys live there):
+/// these texts reach logs, campaign views and API answers.
 fn rpc<E: std::fmt::Display>(err: E) -> ChainError {
-    ChainError::Rpc(err.to_string())
+    ChainError::Rpc(redact_urls(&err.to_string()))
 }
 
 /// A contract call's failure: a decoded revert when the node says why, else an RPC error.

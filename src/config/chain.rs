@@ -11,7 +11,9 @@ use super::{ConfigError, Secret};
 #[serde(deny_unknown_fields, default)]
 pub struct ChainSettings {
     /// JSON-RPC URL of the node. Empty: no pushes (rewards stay `pending`), no indexer;
-    /// `rewardflow dev` starts a local anvil instead.
+    /// `rewardflow dev` starts a local anvil instead. Shown by `print-config` without
+    /// its path and query, where providers put API keys.
+    #[serde(serialize_with = "host_only")]
     pub rpc_url: String,
     /// The global MultiTokenPushPull contract the indexer follows. Empty: no indexer.
     pub multi_token_push_pull: String,
@@ -179,4 +181,8 @@ pub fn resolve_key(
         ConfigError::invalid(file_key, &format!("cannot read {}: {err}", file.display()))
     })?;
     Ok(Some(Secret::new(text.trim())))
+}
+
+fn host_only<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&super::redact_urls(url))
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use chain::{ChainSettings, resolve_key};
 pub use load::{ConfigError, ConfigSource, Override};
-pub use secret::{Secret, resolve_jwt_secret};
+pub use secret::{Secret, redact_urls, resolve_jwt_secret};
 
 /// The environment-variable prefix; nesting uses a double underscore
 /// (`REWARDFLOW_SERVER__LISTEN` is `server.listen`).

@@ -20,8 +20,9 @@ impl Secret {
         self.0.is_empty()
     }
 
-    /// What may be shown: empty stays empty, a URL keeps everything but its password,
-    /// anything else becomes `***`.
+    /// What may be shown: empty stays empty, a URL keeps everything but its password
+    /// (in its authority or as a `password`/`sslpassword` query parameter), anything
+    /// else becomes `***`.
     pub fn redacted(&self) -> String {
         if self.0.is_empty() {
             return String::new();
@@ -29,17 +30,75 @@ impl Secret {
         match self.0.split_once("://") {
             Some((scheme, rest)) => {
                 let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                let tail = without_query_passwords(tail);
                 match authority.rsplit_once('@') {
                     Some((userinfo, host)) => {
                         let user = userinfo.split(':').next().unwrap_or_default();
                         format!("{scheme}://{user}:***@{host}{tail}")
                     }
-                    None => self.0.clone(),
+                    None => format!("{scheme}://{authority}{tail}"),
                 }
             }
             None => "***".into(),
         }
     }
+}
+
+/// A URL's path and query with the values of password parameters masked.
+fn without_query_passwords(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _))
+                if key.eq_ignore_ascii_case("password")
+                    || key.eq_ignore_ascii_case("sslpassword") =>
+            {
+                format!("{key}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
+/// A text with every http(s) URL in it cut to its scheme and host: node providers
+/// put API keys in the path or the query, and error texts (reqwest's name the URL)
+/// reach logs, API answers and `print-config`.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["http://", "https://"]
+        .iter()
+        .filter_map(|scheme| rest.find(scheme))
+        .min()
+    {
+        let (before, url) = rest.split_at(at);
+        out.push_str(before);
+        let end = url
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ','))
+            .unwrap_or(url.len());
+        let (url, after) = url.split_at(end);
+        let scheme_len = url.find("://").map_or(0, |i| i + 3);
+        let host_end = url[scheme_len..]
+            .find(['/', '?', '#'])
+            .map_or(url.len(), |i| scheme_len + i);
+        let host = &url[..host_end];
+        // Credentials in the authority go too.
+        let host = match host[scheme_len..].rsplit_once('@') {
+            Some((_, bare)) => format!("{}{bare}", &host[..scheme_len]),
+            None => host.to_owned(),
+        };
+        out.push_str(&host);
+        if host_end < url.len() {
+            out.push_str("/…");
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 impl fmt::Debug for Secret {
@@ -147,5 +206,26 @@ mod tests {
             "postgres://127.0.0.1/db"
         );
         assert!(!format!("{:?}", Secret::new("hunter2")).contains("hunter2"));
+        assert_eq!(
+            Secret::new("postgres://db:5432/rf?user=app&password=s3cret&sslmode=require")
+                .redacted(),
+            "postgres://db:5432/rf?user=app&password=***&sslmode=require"
+        );
+    }
+
+    #[test]
+    fn urls_in_texts_keep_their_host_only() {
+        use super::redact_urls;
+        assert_eq!(
+            redact_urls(
+                "node: error sending request for url (https://eth.example/v2/KEY123) and more"
+            ),
+            "node: error sending request for url (https://eth.example/…) and more"
+        );
+        assert_eq!(
+            redact_urls("http://u:p@127.0.0.1:8545/?apikey=K http://127.0.0.1:8545"),
+            "http://127.0.0.1:8545/… http://127.0.0.1:8545"
+        );
+        assert_eq!(redact_urls("no url here"), "no url here");
     }
 }

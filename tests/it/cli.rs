@@ -74,6 +74,10 @@ fn print_config_redacts_secrets() {
             "postgres://app:pa55word@db.internal:5432/rf",
         )
         .env("REWARDFLOW_SERVER__LISTEN", "0.0.0.0:9999")
+        .env(
+            "REWARDFLOW_CHAIN__RPC_URL",
+            "https://eth.example/v2/N0DEKEY",
+        )
         .output()
         .unwrap();
     assert!(output.status.success());
@@ -84,9 +88,24 @@ fn print_config_redacts_secrets() {
         "{text}"
     );
     assert!(
-        !text.contains("pa55word") && !text.contains("super-secret-value"),
+        text.contains("rpc_url = \"https://eth.example/…\""),
         "{text}"
     );
+    for secret in ["pa55word", "super-secret-value", "N0DEKEY"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+    // A password given as a query parameter of the database URL.
+    let output = rewardflow()
+        .arg("print-config")
+        .env(
+            "REWARDFLOW_DATABASE__URL",
+            "postgres://db.internal:5432/rf?user=app&password=s3cret",
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("user=app&password=***"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
 }
 
 #[test]
