@@ -18,6 +18,8 @@ pub use secret::{Secret, redact_urls, resolve_jwt_secret};
 /// The environment-variable prefix; nesting uses a double underscore
 /// (`REWARDFLOW_SERVER__LISTEN` is `server.listen`).
 pub const ENV_PREFIX: &str = "REWARDFLOW_";
+/// The longest duration setting accepted, in seconds.
+const MAX_DURATION_SECS: u64 = 10 * 365 * 86_400;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -358,6 +360,35 @@ impl Settings {
         for (key, value) in positive {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        // Added to dates and instants: far beyond any sensible value they would
+        // overflow them (a panic per request), so "for ever" is refused here.
+        let durations = [
+            ("auth.token_ttl_secs", self.auth.token_ttl_secs),
+            ("auth.nonce_ttl_secs", self.auth.nonce_ttl_secs),
+            ("auth.clock_skew_secs", self.auth.clock_skew_secs),
+            ("ingest.dedup_window_secs", self.ingest.dedup_window_secs),
+            (
+                "supervisor.meltdown_window_secs",
+                self.supervisor.meltdown_window_secs,
+            ),
+            ("chain.batch_ttl_secs", self.chain.batch_ttl_secs),
+            (
+                "chain.deadline_margin_secs",
+                self.chain.deadline_margin_secs,
+            ),
+            (
+                "chain.receipt_timeout_secs",
+                self.chain.receipt_timeout_secs,
+            ),
+        ];
+        for (key, value) in durations {
+            if value > MAX_DURATION_SECS {
+                return Err(ConfigError::invalid(
+                    key,
+                    &format!("must be at most {MAX_DURATION_SECS} (ten years)"),
+                ));
             }
         }
         if !(8192..=1 << 20).contains(&self.server.max_header_bytes) {

@@ -118,6 +118,15 @@ fn bad_configuration_names_the_key_and_fails() {
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("database.max_connections"), "{stderr}");
+    // "For ever" would overflow the dates it is added to.
+    let output = rewardflow()
+        .arg("print-config")
+        .env("REWARDFLOW_AUTH__TOKEN_TTL_SECS", "10000000000000")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("auth.token_ttl_secs"), "{stderr}");
 
     let output = rewardflow()
         .args(["serve", "--listen", "not-an-address"])
