@@ -33,6 +33,15 @@ pub enum CommandError {
     DevChain(#[from] crate::dev::DevChainError),
     #[error("--wallet {0}")]
     Wallet(ids::IdError),
+    #[error(
+        "another `rewardflow dev` runs on {0} (it owns its PostgreSQL cluster and node); stop it first, or set dev.data_dir"
+    )]
+    DevBusy(std::path::PathBuf),
+    #[error("dev data directory {path}: {source}")]
+    DevDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl CommandError {
@@ -68,6 +77,7 @@ pub async fn serve(settings: Settings) -> Result<(), CommandError> {
 /// `rewardflow dev`: like `serve`, but starts (and afterwards stops) a durable local
 /// PostgreSQL cluster under `dev.data_dir` unless `database.url` is set.
 pub async fn dev(mut settings: Settings) -> Result<(), CommandError> {
+    let _only_dev = lock_data_dir(&settings.dev.data_dir)?;
     let cluster = if settings.database.url.is_empty() {
         let cluster = LocalCluster::start_durable(
             &settings.dev.data_dir,
@@ -91,6 +101,28 @@ pub async fn dev(mut settings: Settings) -> Result<(), CommandError> {
         tracing::warn!(error = %err, "stopping the dev PostgreSQL cluster failed");
     }
     result
+}
+
+/// Held while `dev` runs (the lock goes with the process, however it ends): a
+/// second `dev` on the same data directory would reuse the first one's PostgreSQL
+/// cluster and stop it when it exits.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, CommandError> {
+    let failed = |source| CommandError::DevDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("dev.lock"))
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CommandError::DevBusy(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(err)) => Err(failed(err)),
+    }
 }
 
 /// The chain part of `dev` (anvil, contracts, demo data), then the service.

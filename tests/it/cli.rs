@@ -418,5 +418,20 @@ async fn dev_runs_on_its_own_cluster_and_keeps_data_across_restarts() {
         products["products"][0]["domain"], "dev.example",
         "{products}"
     );
+    // A second `dev` on the same data directory refuses to start, and leaves the
+    // running one (and its PostgreSQL) alone.
+    let second = rewardflow()
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .env("REWARDFLOW_DEV__DATA_DIR", &data_dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another `rewardflow dev` runs on"),
+        "{stderr}"
+    );
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
     assert!(child.terminate().success());
 }
