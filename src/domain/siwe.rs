@@ -4,8 +4,6 @@
 use alloy::primitives::{Address, Signature};
 use chrono::{DateTime, Utc};
 
-use super::ids::parse_address;
-
 const PREAMBLE: &str = " wants you to sign in with your Ethereum account:";
 
 /// The fields of an EIP-4361 message that the service checks.
@@ -75,10 +73,12 @@ impl SiweMessage {
         if domain.is_empty() || domain.contains(char::is_whitespace) {
             return Err(malformed("bad domain"));
         }
+        // EIP-4361: the address in its EIP-55 checksum form, as wallets that
+        // recognise sign-in messages (and warn about their domain) expect.
         let address = lines
             .next()
-            .and_then(|l| parse_address(l.trim()).ok())
-            .ok_or_else(|| malformed("second line must be the 0x address"))?;
+            .and_then(|l| Address::parse_checksummed(l, None).ok())
+            .ok_or_else(|| malformed("second line must be the EIP-55 checksummed address"))?;
 
         // Then: an empty line, an optional statement, an empty line, the fields.
         let mut statement = None;
@@ -95,7 +95,10 @@ impl SiweMessage {
                 statement = Some(line.to_owned());
             }
         }
-        field_lines.extend(lines.take_while(|l| !l.is_empty()));
+        field_lines.extend(lines.by_ref().take_while(|l| !l.is_empty()));
+        if lines.any(|l| !l.is_empty()) {
+            return Err(malformed("text after the fields"));
+        }
 
         let mut fields = Fields::default();
         let mut in_resources = false;
@@ -208,10 +211,32 @@ struct Fields {
     issued_at: Option<DateTime<Utc>>,
     expiration_time: Option<DateTime<Utc>>,
     not_before: Option<DateTime<Utc>>,
+    /// Where in `FIELD_ORDER` the next field may be.
+    next: usize,
 }
+
+/// The fields in the order EIP-4361 writes them; each at most once.
+const FIELD_ORDER: [&str; 8] = [
+    "URI",
+    "Version",
+    "Chain ID",
+    "Nonce",
+    "Issued At",
+    "Expiration Time",
+    "Not Before",
+    "Request ID",
+];
 
 impl Fields {
     fn set(&mut self, key: &str, value: &str) -> Result<(), SiweError> {
+        let position = FIELD_ORDER
+            .iter()
+            .position(|k| *k == key)
+            .ok_or_else(|| malformed(&format!("unknown field {key:?}")))?;
+        if position < self.next {
+            return Err(malformed(&format!("{key} out of order or repeated")));
+        }
+        self.next = position + 1;
         let time = |v: &str| {
             DateTime::parse_from_rfc3339(v)
                 .map(|t| t.with_timezone(&Utc))
@@ -329,6 +354,11 @@ mod tests {
             good.replace("Issued At: ", "Issued At: yesterday "),
             good.replace("URI: ", "Extra: x\nURI: "),
             format!("{good}\nColour: blue"),
+            // Strictly EIP-4361: the checksummed address, the fields in their order
+            // and once each, nothing after them.
+            good.replace("Version: 1\nChain ID: 1", "Chain ID: 1\nVersion: 1"),
+            good.replace("Version: 1", "Version: 1\nVersion: 1"),
+            format!("{good}\n\nSomething else"),
         ];
         for text in cases {
             assert!(
@@ -336,6 +366,25 @@ mod tests {
                 "{text:?}"
             );
         }
+        // An address with letters: only its checksummed form is accepted.
+        let address = Address::repeat_byte(0xab);
+        let checksummed = address.to_checksum(None);
+        let text = format_message(
+            "localhost",
+            address,
+            "http://localhost",
+            1,
+            "abcdefgh",
+            now(),
+            None,
+        );
+        assert_eq!(SiweMessage::parse(&text).unwrap().address, address);
+        let lowercase = text.replace(&checksummed, &checksummed.to_lowercase());
+        assert_ne!(lowercase, text);
+        assert!(matches!(
+            SiweMessage::parse(&lowercase),
+            Err(SiweError::Malformed(_))
+        ));
     }
 
     #[test]
