@@ -79,6 +79,11 @@ pub enum ReferralMsg {
         product: B256,
         pairs: Vec<(Address, Address)>,
     },
+    /// Drops the product's edges; the next use loads them from the database. Sent
+    /// by a product actor as it starts, once its predecessor's writes settled: a
+    /// crashed actor never heard how its writes ended, so edges it registered may
+    /// be in memory without being stored.
+    Reload { product: B256 },
 }
 
 #[derive(Clone)]
@@ -147,6 +152,7 @@ impl Actor for Referral {
                 let result = edges_of(state, product).await;
                 let _ = reply.send(result.map_err(|err| err.to_string()));
             }
+            ReferralMsg::Reload { product } => state.cache.invalidate(&product),
             ReferralMsg::Forget { product, pairs } => {
                 if let Some(edges) = state.cache.get(&product) {
                     let mut map = edges.edges.write().expect("edges lock");

@@ -779,3 +779,48 @@ async fn zero_shares_lockup_range_draws_and_the_all_or_nothing_fit() {
         .await;
     assert_eq!(view["used_budget"], "10", "{view}");
 }
+
+#[tokio::test]
+async fn a_referral_whose_actor_died_before_its_write_failed_pays_nobody() {
+    // (Retries while the actor restarts are not rate limited.)
+    let app = TestApp::spawn_with(|s| s.rate_limit.per_wallet_per_hour = 0).await;
+    let product = product_with_bank(&app, "ghost-edge.example").await;
+    campaign(&app, &product, json!({})).await;
+    // The product's actor runs and its referral edges are cached.
+    purchase(&app, &product, wallet(60)).await;
+    let (buyer, referrer) = (wallet(61), wallet(62));
+    let referral = json!({"product_id": product, "type": "referral.referred",
+        "referrer": format!("{referrer:#x}")});
+
+    // The referral is decided and its write waits; the actor dies; the write fails.
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let token = app.token(buyer);
+    let sent = app.post("/v1/interactions", &referral, Some(&token));
+    let fail_it = async {
+        let writer = crate::interactions::wait_for_blocked_insert(&app).await;
+        app.crash_product_actor(&product);
+        crate::interactions::kill_writer(blocker, writer).await;
+    };
+    let ((status, body), ()) = tokio::join!(sent, fail_it);
+    assert_eq!(status, 503, "{body}");
+
+    // Nothing stored it: the buyer's purchase pays the buyer alone, and the
+    // referral sent again registers.
+    let order = json!({"product_id": product, "type": "purchase.completed",
+        "data": {"order_id": "after-the-ghost"}});
+    let paid_now = app
+        .until_served(202, || app.post("/v1/interactions", &order, Some(&token)))
+        .await;
+    let recipients: Vec<&str> = paid_now["rewards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["recipient_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(recipients, ["user"], "{paid_now}");
+    refer(&app, &product, buyer, referrer).await;
+}

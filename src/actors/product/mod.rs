@@ -207,6 +207,12 @@ impl Actor for Product {
         args: ProductArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         settle(&args).await?;
+        // (A restarting referral actor starts empty anyway.)
+        if let Some(referral) = args.referral.get() {
+            let _ = referral.cast(ReferralMsg::Reload {
+                product: args.config.id,
+            });
+        }
         // Held while the state is read, not while earlier writes settle.
         let _place = args.loads.clone().acquire_owned().await?;
         let now = Utc::now();
