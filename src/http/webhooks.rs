@@ -153,9 +153,12 @@ async fn handle(
     };
     let interaction = order.interaction(product).map_err(invalid)?;
     // A deactivated product earns nothing more, but what it already owes is still
-    // pushed: a refund must still cancel the order's rewards.
+    // pushed: a refund must still cancel the order's rewards. Its other events are
+    // answered 200 and not stored: a platform disables a webhook that keeps
+    // failing, and the refunds would stop coming with the rest.
     if !handle.config.is_active && interaction.kind != InteractionType::PurchaseRefunded {
-        return Err(ApiError::invalid("product_id", "the product is not active"));
+        let body = json!({"status": "ignored", "reason": "the product is not active"});
+        return Ok(("ignored", json_reply(&body, StatusCode::OK)));
     }
     let meta = Arc::new(RequestMeta {
         source: "webhook",
