@@ -19,7 +19,7 @@ use super::auth::authenticate;
 use super::body::parse_json;
 use super::problem::{ApiError, FieldError};
 use super::{authorization, json_reply, respond, with_ctx};
-use crate::actors::product::{ProductMsg, RecapError};
+use crate::actors::product::{InStepError, ProductMsg};
 use crate::app::AppContext;
 use crate::db::campaigns::{CampaignRow, Recap};
 use crate::db::{self, banks::BankRow};
@@ -131,6 +131,21 @@ fn notify(ctx: &AppContext, row: &CampaignRow) {
 /// must take effect in step with the rewards being written (see
 /// `db::campaigns::recap`).
 async fn recap(ctx: &AppContext, product: B256, id: i64, cap: U256) -> Result<Recap, ApiError> {
+    in_step(ctx, product, |reply| ProductMsg::Recap {
+        campaign_id: id,
+        cap,
+        reply,
+    })
+    .await
+}
+
+/// A campaign change made by its product's actor, in step with the rewards being
+/// written (the actor is started if it does not run).
+async fn in_step<T>(
+    ctx: &AppContext,
+    product: B256,
+    message: impl FnOnce(oneshot::Sender<Result<T, InStepError>>) -> ProductMsg,
+) -> Result<T, ApiError> {
     let busy = |detail: String| ApiError::Unavailable {
         detail,
         retry_after_secs: 1,
@@ -143,16 +158,12 @@ async fn recap(ctx: &AppContext, product: B256, id: i64, cap: U256) -> Result<Re
     let (reply, done) = oneshot::channel();
     handle
         .actor
-        .cast(ProductMsg::Recap {
-            campaign_id: id,
-            cap,
-            reply,
-        })
+        .cast(message(reply))
         .map_err(|_| busy("the product is restarting; retry".into()))?;
     match done.await {
-        Ok(Ok(recap)) => Ok(recap),
-        Ok(Err(RecapError::Db(err))) => Err(err.into()),
-        Ok(Err(RecapError::WriterDown)) | Err(_) => {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(InStepError::Db(err))) => Err(err.into()),
+        Ok(Err(InStepError::WriterDown)) | Err(_) => {
             Err(busy("the writer is restarting; retry".into()))
         }
     }
@@ -329,10 +340,24 @@ async fn change_status(
             ));
         }
     }
-    let row = db::campaigns::set_status(&ctx.pool, id, from, to)
+    let changed = if to == CampaignStatus::Deactivated {
+        // Once deactivated in the database, its bank releases it as soon as its
+        // stored rewards are pushed: none may still be on its way to the database.
+        in_step(&ctx, row.product(), |reply| ProductMsg::Deactivate {
+            campaign_id: id,
+            from,
+            reply,
+        })
         .await?
+    } else {
+        let changed = db::campaigns::set_status(&ctx.pool, id, from, to).await?;
+        if let Some(row) = &changed {
+            notify(&ctx, row);
+        }
+        changed
+    };
+    let row = changed
         .ok_or_else(|| ApiError::Conflict("the campaign changed meanwhile; retry".into()))?;
-    notify(&ctx, &row);
     Ok(json_reply(&view(&row), StatusCode::OK))
 }
 

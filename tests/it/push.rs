@@ -606,6 +606,74 @@ async fn a_campaign_deactivated_before_its_allocation_is_paid_then_released() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_is_released_on_its_bank_only_after_its_last_reward_is_pushed() {
+    let chain = TestChain::start().await;
+    let database = fresh_database().await;
+    // No pusher in the service: the test runs the pusher's bank calls itself.
+    let app = TestApp::start(test_settings(&database)).await.unwrap();
+    let (product, campaign) = product_and_campaign(&app, &chain, json!({})).await;
+    let steps = manual_pusher(&app, &chain, &chain_settings(&chain, &database), 10).await;
+    steps.sync_campaigns().await.unwrap();
+    assert_eq!(chain_state(&app, campaign).await, "allocated");
+    // Warm the product's actor and its referral edges (both read the table held
+    // below); a referral earns nothing, so nothing of the campaign is left to push.
+    refer(&app, &product, user(80), user(79)).await;
+
+    // A purchase's reward is on its way to the database when the campaign is
+    // deactivated, and the pusher looks at its campaigns meanwhile.
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let buying = purchase(&app, &product, user(81), "in-flight");
+    let deactivating = async {
+        crate::interactions::wait_for_blocked_insert(&app).await;
+        let owner = owner_token(&app);
+        let path = format!("/v1/campaigns/{campaign}/deactivate");
+        let deactivated = app.post(&path, &Value::Null, Some(&owner));
+        let meanwhile = async {
+            // Once the deactivation is decided (in the database, or waiting for the
+            // writes before it), the pusher looks: the bank must not be told while
+            // the reward is not stored.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let status: String =
+                    sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
+                        .bind(campaign)
+                        .fetch_one(&app.ctx.pool)
+                        .await
+                        .unwrap();
+                if status == "deactivated" || app.ctx.ingest.gate.settles_waiting() > 0 {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "never decided");
+                tokio::task::yield_now().await;
+            }
+            steps.sync_campaigns().await.unwrap();
+            blocker.commit().await.unwrap();
+        };
+        let ((status, body), ()) = tokio::join!(deactivated, meanwhile);
+        assert_eq!(status, 200, "{body}");
+    };
+    tokio::join!(buying, deactivating);
+
+    // A pusher with the chain: both rewards pushed, then the campaign released.
+    app.stop().await.unwrap();
+    let app = TestApp::start(chain_settings(&chain, &database))
+        .await
+        .unwrap();
+    all_pushed(&app).await;
+    eventually(WAIT, "the campaign released on its bank", || async {
+        (chain_state(&app, campaign).await == "deactivated").then_some(())
+    })
+    .await;
+    let five = U256::from(5u64) * U256::from(10u64).pow(U256::from(18));
+    assert_eq!(chain.pending_on_chain(user(81)).await, five);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_batch_is_not_expired_by_a_node_whose_state_lags() {
     use crate::rpc_proxy::{Lag, RpcProxy};
     use alloy::providers::Provider;

@@ -66,9 +66,10 @@ pub(super) fn give_back(state: &mut ProductState, tag: u64, effects: &RefundEffe
     }
 }
 
-/// Why a budget cap could not be set.
+/// Why a campaign change to be made in step with the writes (a first budget cap,
+/// a deactivation) could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum RecapError {
+pub enum InStepError {
     #[error("the writer is restarting")]
     WriterDown,
     #[error(transparent)]
@@ -82,8 +83,8 @@ pub(super) async fn recap(
     state: &mut ProductState,
     campaign_id: i64,
     cap: U256,
-) -> Result<Recap, RecapError> {
-    let writer = state.args.writer.get().ok_or(RecapError::WriterDown)?;
+) -> Result<Recap, InStepError> {
+    let writer = state.args.writer.get().ok_or(InStepError::WriterDown)?;
     let (reply, done) = oneshot::channel();
     let request = RecapRequest {
         product_id: state.args.config.id,
@@ -93,8 +94,8 @@ pub(super) async fn recap(
     };
     writer
         .cast(WriterMsg::Recap(request))
-        .map_err(|_| RecapError::WriterDown)?;
-    let recap = done.await.map_err(|_| RecapError::WriterDown)??;
+        .map_err(|_| InStepError::WriterDown)?;
+    let recap = done.await.map_err(|_| InStepError::WriterDown)??;
     if let Recap::Set { used } = recap
         && let Some(campaign) = state.campaigns.iter_mut().find(|c| c.id == campaign_id)
     {
@@ -102,6 +103,33 @@ pub(super) async fn recap(
         campaign.used_budget = used;
     }
     Ok(recap)
+}
+
+/// Deactivates a campaign in step with the writes: out of memory first (nothing
+/// more is computed for it), then in the database once every write computed
+/// before has settled. The pushers release a deactivated campaign on its bank
+/// (for good) once its rewards are all pushed: none may still be on its way.
+/// `None` if the campaign was no longer `from` (memory follows the database then).
+pub(super) async fn deactivate(
+    state: &mut ProductState,
+    campaign_id: i64,
+    from: CampaignStatus,
+) -> Result<Option<CampaignRow>, InStepError> {
+    state.campaigns.retain(|c| c.id != campaign_id);
+    settle(&state.args)
+        .await
+        .map_err(|_| InStepError::WriterDown)?;
+    let pool = state.args.pool.clone();
+    let changed =
+        campaigns::set_status(&pool, campaign_id, from, CampaignStatus::Deactivated).await?;
+    if changed.is_none()
+        && let Some(row) = campaigns::get(&pool, campaign_id).await?
+    {
+        campaign_updated(state, &row)
+            .await
+            .map_err(|_| InStepError::WriterDown)?;
+    }
+    Ok(changed)
 }
 
 /// Applies a campaign change made through the API. The in-memory budget use,

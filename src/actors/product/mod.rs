@@ -24,7 +24,7 @@ use crate::db::campaigns::{self, CampaignRow, Recap};
 use crate::db::interactions;
 use crate::db::products::ProductConfig;
 use crate::db::refunds;
-use crate::domain::campaign::{CampaignRule, RecipientType};
+use crate::domain::campaign::{CampaignRule, CampaignStatus, RecipientType};
 use crate::domain::interaction::{DedupKey, Interaction, InteractionType, window_hash};
 use crate::domain::referral::ReferralOutcome;
 use crate::telemetry::request_id::RequestId;
@@ -33,8 +33,8 @@ mod budgets;
 mod earn;
 mod ingest;
 
-pub use budgets::RecapError;
-use budgets::{campaign_updated, load_user_counts, recap, settle};
+pub use budgets::InStepError;
+use budgets::{campaign_updated, deactivate, load_user_counts, recap, settle};
 use ingest::{expire_stale, flushed, ingest};
 
 /// Idempotency and natural keys of committed interactions, all products.
@@ -108,7 +108,13 @@ pub enum ProductMsg {
     Recap {
         campaign_id: i64,
         cap: U256,
-        reply: oneshot::Sender<Result<Recap, RecapError>>,
+        reply: oneshot::Sender<Result<Recap, InStepError>>,
+    },
+    /// Deactivate a campaign (API), in step with the writes.
+    Deactivate {
+        campaign_id: i64,
+        from: CampaignStatus,
+        reply: oneshot::Sender<Result<Option<CampaignRow>, InStepError>>,
     },
     /// Periodic: answers requests whose write never came back (writer restarted).
     ExpireStale,
@@ -290,6 +296,13 @@ impl Actor for Product {
                 reply,
             } => {
                 let _ = reply.send(recap(state, campaign_id, cap).await);
+            }
+            ProductMsg::Deactivate {
+                campaign_id,
+                from,
+                reply,
+            } => {
+                let _ = reply.send(deactivate(state, campaign_id, from).await);
             }
             ProductMsg::Crash => panic!("crash requested"),
         }
