@@ -179,14 +179,6 @@ impl Chain {
         Ok(())
     }
 
-    pub async fn is_nonce_used(&self, bank: Address, nonce: B256) -> Result<bool, ChainError> {
-        ProductBank::new(bank, &self.provider)
-            .isNonceUsed(nonce)
-            .call()
-            .await
-            .map_err(call_error)
-    }
-
     /// `isNonceUsed` as of block `number`.
     pub async fn is_nonce_used_at(
         &self,

@@ -141,13 +141,48 @@ pub struct MayExhaust {
     pub smallest: U256,
 }
 
-/// Stores the rows. Returns, for each interaction a unique index refused (an
-/// idempotency or natural key stored earlier), the id of the row holding its key
-/// (`None` if none does: the row hit the one-referrer index instead).
+/// Stores the rows in the caller's transaction. Returns, for each interaction a
+/// unique index refused (an idempotency or natural key stored earlier), the id of
+/// the row holding its key (`None` if none does: the row hit the one-referrer
+/// index instead).
 pub async fn store(
     conn: &mut PgConnection,
     rows: FlushRows<'_>,
 ) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
+    let refused = insert(conn, &rows).await?;
+    if refused.is_empty() {
+        return Ok(HashMap::new());
+    }
+    interactions::holders(conn, &refused).await
+}
+
+/// Stores the rows by one statement outside any transaction: it commits by
+/// itself. Returns what [`store`] does, except that once the statement has
+/// committed, its rows are stored whatever happens next: if the holders of the
+/// refused rows cannot be read, the flush must not be reported failed, so those
+/// rows get `None` (answered unavailable; a retry finds its holder).
+pub async fn store_alone(
+    conn: &mut PgConnection,
+    rows: FlushRows<'_>,
+) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
+    let refused = insert(conn, &rows).await?;
+    if refused.is_empty() {
+        return Ok(HashMap::new());
+    }
+    match interactions::holders(conn, &refused).await {
+        Ok(holders) => Ok(holders),
+        Err(err) => {
+            tracing::warn!(error = %err, rows = refused.len(), "the holders of refused rows could not be read");
+            Ok(refused.iter().map(|r| (r.id, None)).collect())
+        }
+    }
+}
+
+/// The statement; returns the interactions a unique index refused.
+async fn insert<'a>(
+    conn: &mut PgConnection,
+    rows: &FlushRows<'a>,
+) -> Result<Vec<&'a InteractionRow>, DbError> {
     let i = InteractionColumns::of(rows.interactions);
     let r = RewardColumns::of(rows.rewards);
     let u = UserColumns::of(rows.users);
@@ -205,26 +240,14 @@ pub async fn store(
         .fetch_all(&mut *conn)
         .await?;
     if inserted.len() == rows.interactions.len() {
-        return Ok(HashMap::new());
+        return Ok(Vec::new());
     }
     let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-    let skipped: Vec<&InteractionRow> = rows
+    Ok(rows
         .interactions
         .iter()
         .filter(|r| !inserted.contains(&r.id))
-        .collect();
-    match interactions::holders(conn, &skipped).await {
-        Ok(holders) => Ok(holders),
-        // Outside a transaction the statement has committed: its rows are stored
-        // whatever happens now, so the flush must not be reported failed. Only the
-        // ids holding the refused rows' keys are unknown; those rows are answered
-        // unavailable and a retry finds its holder. (Inside a transaction the
-        // error aborts it, and the flush fails as a whole.)
-        Err(err) => {
-            tracing::warn!(error = %err, rows = skipped.len(), "the holders of refused rows could not be read");
-            Ok(skipped.iter().map(|r| (r.id, None)).collect())
-        }
-    }
+        .collect())
 }
 
 /// The interactions, column by column, as UNNEST wants them.

@@ -824,3 +824,46 @@ async fn a_referral_whose_actor_died_before_its_write_failed_pays_nobody() {
     assert_eq!(recipients, ["user"], "{paid_now}");
     refer(&app, &product, buyer, referrer).await;
 }
+
+#[tokio::test]
+async fn a_campaign_changed_while_it_is_deactivated_stays_deactivated() {
+    let app = TestApp::spawn().await;
+    let product = product_with_bank(&app, "late-change.example").await;
+    let id = campaign(&app, &product, json!({})).await;
+    // The product's actor runs and its referral edges are cached.
+    purchase(&app, &product, wallet(70)).await;
+
+    // A purchase's write is held: the deactivation waits for it, and a change of
+    // the campaign's name is made meanwhile (read while it was still active).
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let held = purchase(&app, &product, wallet(71));
+    let deactivation = async {
+        crate::interactions::wait_for_blocked_insert(&app).await;
+        let (path, owner) = (format!("/v1/campaigns/{id}/deactivate"), owner(&app));
+        let deactivated = app.post(&path, &Value::Null, Some(&owner));
+        let rename = async {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while app.ctx.ingest.gate.settles_waiting() == 0 {
+                assert!(std::time::Instant::now() < deadline, "never waited");
+                tokio::task::yield_now().await;
+            }
+            let renamed = json!({"name": "Renamed"});
+            let path = format!("/v1/campaigns/{id}");
+            let (status, body) = app.patch_json(&path, &renamed, &owner).await;
+            assert_eq!(status, 200, "{body}");
+            blocker.commit().await.unwrap();
+        };
+        let ((status, body), ()) = tokio::join!(deactivated, rename);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "deactivated", "{body}");
+    };
+    let (paid, ()) = tokio::join!(held, deactivation);
+    assert_eq!(paid["rewards"].as_array().unwrap().len(), 1, "{paid}");
+    // Computed after: nothing.
+    let after = purchase(&app, &product, wallet(72)).await;
+    assert_eq!(after["rewards"], json!([]), "{after}");
+}

@@ -622,6 +622,24 @@ pub async fn kill_writer(mut blocker: sqlx::Transaction<'_, sqlx::Postgres>, pid
     blocker.rollback().await.unwrap();
 }
 
+/// Runs `request` while `interactions` is locked; once its insert waits on the
+/// lock, the writer's connection is killed (the flush fails), and the lock goes.
+pub async fn with_its_write_killed<T>(
+    app: &TestApp,
+    request: impl std::future::Future<Output = T>,
+) -> T {
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let kill_the_write = async {
+        let writer = wait_for_blocked_insert(app).await;
+        kill_writer(blocker, writer).await;
+    };
+    tokio::join!(request, kill_the_write).0
+}
+
 pub async fn wait_for_blocked_insert(app: &TestApp) -> i32 {
     wait_for_blocked_insert_into(app, "interactions").await
 }

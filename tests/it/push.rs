@@ -42,6 +42,17 @@ fn chain_settings(chain: &TestChain, database: &str) -> Settings {
     settings
 }
 
+/// Waits until `n` rewards of the campaign are pushed.
+async fn pushed_of(app: &TestApp, campaign: i64, n: i64) {
+    let sql = format!(
+        "SELECT count(*) FROM rewards WHERE campaign_id = {campaign} AND status = 'pushed'"
+    );
+    eventually(WAIT, "the campaign's rewards pushed", || async {
+        (scalar_i64(app, &sql).await == n).then_some(())
+    })
+    .await;
+}
+
 async fn campaign_allocated(app: &TestApp, campaign: i64) {
     let owner = owner_token(app);
     eventually(WAIT, "the campaign allocated on its bank", || async {
@@ -419,17 +430,7 @@ async fn a_failing_manager_call_does_not_stop_the_other_campaigns_pushes() {
     })
     .await;
     purchase(&app, &paying, user(500), "while-stuck").await;
-    eventually(WAIT, "the allocated campaign's reward pushed", || async {
-        let pushed = scalar_i64(
-            &app,
-            &format!(
-                "SELECT count(*) FROM rewards WHERE campaign_id = {allocated} AND status = 'pushed'"
-            ),
-        )
-        .await;
-        (pushed == 1).then_some(())
-    })
-    .await;
+    pushed_of(&app, allocated, 1).await;
     app.stop().await.unwrap();
 }
 
@@ -499,17 +500,7 @@ async fn a_bank_pays_only_the_rewards_of_its_own_product() {
     assert!(error.contains("is the bank of product"), "{error}");
     // The bank's own product is still paid; the other one's reward waits.
     purchase(&app, &own, user(3), "own").await;
-    eventually(WAIT, "the own product's reward pushed", || async {
-        let pushed = scalar_i64(
-            &app,
-            &format!(
-                "SELECT count(*) FROM rewards WHERE campaign_id = {campaign} AND status = 'pushed'"
-            ),
-        )
-        .await;
-        (pushed == 1).then_some(())
-    })
-    .await;
+    pushed_of(&app, campaign, 1).await;
     let waiting = format!(
         "SELECT count(*) FROM rewards WHERE campaign_id = {foreign} AND status = 'pending'"
     );
@@ -1111,7 +1102,12 @@ async fn a_dropped_transaction_does_not_stall_the_account() {
     })
     .await;
     assert!(receipt.status());
-    assert!(node.is_nonce_used(chain.bank, batch.nonce).await.unwrap());
+    let head = node.head().await.unwrap();
+    assert!(
+        node.is_nonce_used_at(chain.bank, batch.nonce, head)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         chain.pending_on_chain(Address::repeat_byte(0x55)).await,
         U256::from(10u64).pow(U256::from(18u64))

@@ -585,19 +585,10 @@ async fn a_refund_that_was_not_stored_does_not_mark_its_order() {
     .await;
     assert_eq!(status, 200);
 
-    let mut blocker = app.ctx.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    // The writer's connection dies while the refund's insert waits on a lock.
     let refunded = custom_order("F-1", "refunded", Some(buyer));
     let refund = deliver_signed(&app, &product, Platform::Custom, &secret, None, &refunded);
-    // The writer's connection dies while the refund's insert waits on the lock.
-    let kill_the_write = async {
-        let writer_pid = crate::interactions::wait_for_blocked_insert(&app).await;
-        crate::interactions::kill_writer(blocker, writer_pid).await;
-    };
-    let ((status, body), ()) = tokio::join!(refund, kill_the_write);
+    let (status, body) = crate::interactions::with_its_write_killed(&app, refund).await;
     assert_eq!(status, 503, "{body}");
 
     let order = custom_order("F-1", "paid", Some(buyer));
@@ -620,17 +611,8 @@ async fn a_refund_that_was_not_stored_does_not_mark_its_order() {
         "{body}"
     );
     app.ctx.ingest.dedup.invalidate_all();
-    let mut blocker = app.ctx.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
     let again = deliver_signed(&app, &product, Platform::Custom, &secret, None, &refunded);
-    let kill_the_write = async {
-        let writer_pid = crate::interactions::wait_for_blocked_insert(&app).await;
-        crate::interactions::kill_writer(blocker, writer_pid).await;
-    };
-    let ((status, body), ()) = tokio::join!(again, kill_the_write);
+    let (status, body) = crate::interactions::with_its_write_killed(&app, again).await;
     assert_eq!(status, 503, "{body}");
     let order = custom_order("F-2", "paid", Some(buyer));
     let paid = app

@@ -115,19 +115,40 @@ pub(super) async fn deactivate(
     campaign_id: i64,
     from: CampaignStatus,
 ) -> Result<Option<CampaignRow>, InStepError> {
-    state.campaigns.retain(|c| c.id != campaign_id);
-    settle(&state.args)
-        .await
-        .map_err(|_| InStepError::WriterDown)?;
+    let at = state.campaigns.iter().position(|c| c.id == campaign_id);
+    let removed = at.map(|i| state.campaigns.remove(i));
     let pool = state.args.pool.clone();
-    let changed =
-        campaigns::set_status(&pool, campaign_id, from, CampaignStatus::Deactivated).await?;
-    if changed.is_none()
-        && let Some(row) = campaigns::get(&pool, campaign_id).await?
-    {
-        campaign_updated(state, &row)
+    let recorded = async {
+        settle(&state.args)
             .await
             .map_err(|_| InStepError::WriterDown)?;
+        Ok::<_, InStepError>(
+            campaigns::set_status(&pool, campaign_id, from, CampaignStatus::Deactivated).await?,
+        )
+    }
+    .await;
+    let changed = match recorded {
+        Ok(changed) => changed,
+        // Not deactivated: it pays on as the database says.
+        Err(err) => {
+            if let (Some(i), Some(rule)) = (at, removed) {
+                state.campaigns.insert(i, rule);
+            }
+            return Err(err);
+        }
+    };
+    match &changed {
+        // For good: a change read before (a PATCH's notice) cannot bring it back.
+        Some(_) => {
+            state.deactivated.insert(campaign_id);
+        }
+        None => {
+            if let Some(row) = campaigns::get(&pool, campaign_id).await? {
+                campaign_updated(state, &row)
+                    .await
+                    .map_err(|_| InStepError::WriterDown)?;
+            }
+        }
     }
     Ok(changed)
 }
@@ -142,7 +163,7 @@ pub(super) async fn campaign_updated(
         return Ok(());
     };
     let existing = state.campaigns.iter().position(|c| c.id == rule.id);
-    if rule.status != CampaignStatus::Active {
+    if rule.status != CampaignStatus::Active || state.deactivated.contains(&rule.id) {
         if let Some(index) = existing {
             state.campaigns.remove(index);
         }

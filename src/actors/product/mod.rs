@@ -188,6 +188,8 @@ pub struct ProductState {
     /// settled → the first tag whose outcome still changes their budget and counts
     /// (the database already holds what the earlier ones did).
     reloaded: HashMap<i64, u64>,
+    /// Campaigns this actor deactivated: never active again.
+    deactivated: HashSet<i64>,
     /// The product's referral edges, read for chains (the referral actor's cache
     /// owns them).
     edges: Weak<ProductEdges>,
@@ -259,6 +261,7 @@ impl Actor for Product {
             user_counts,
             refunded_orders,
             reloaded: HashMap::new(),
+            deactivated: HashSet::new(),
             edges: Weak::new(),
             _expiry: expiry,
         })

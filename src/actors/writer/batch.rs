@@ -191,7 +191,7 @@ struct Written {
 }
 
 /// Stores the batch. Without refunds that is one statement, which commits by
-/// itself (`flush::store`: one round trip). With refunds, one transaction: the
+/// itself (`flush::store_alone`: one round trip). With refunds, one transaction: the
 /// rows, then the refunds of those inserted (after the rewards: a purchase and
 /// its refund may share a flush) and what they give back.
 async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
@@ -206,7 +206,7 @@ async fn write(pool: &PgPool, batch: &Batch) -> Result<Written, DbError> {
     let result = async {
         let mut conn = pool.acquire().await?;
         if batch.refunds.is_empty() {
-            let skipped = flush::store(&mut conn, stored).await?;
+            let skipped = flush::store_alone(&mut conn, stored).await?;
             return Ok::<_, DbError>((skipped, Vec::new()));
         }
         let mut tx = conn.begin().await?;
