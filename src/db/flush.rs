@@ -150,10 +150,7 @@ pub async fn store(
     rows: FlushRows<'_>,
 ) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
     let refused = insert(conn, &rows).await?;
-    if refused.is_empty() {
-        return Ok(HashMap::new());
-    }
-    interactions::holders(conn, &refused).await
+    holders(conn, &refused).await
 }
 
 /// Stores the rows by one statement outside any transaction: it commits by
@@ -166,16 +163,20 @@ pub async fn store_alone(
     rows: FlushRows<'_>,
 ) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
     let refused = insert(conn, &rows).await?;
+    holders(conn, &refused).await.or_else(|err| {
+        tracing::warn!(error = %err, rows = refused.len(), "the holders of refused rows could not be read");
+        Ok(refused.iter().map(|r| (r.id, None)).collect())
+    })
+}
+
+async fn holders(
+    conn: &mut PgConnection,
+    refused: &[&InteractionRow],
+) -> Result<HashMap<Uuid, Option<Uuid>>, DbError> {
     if refused.is_empty() {
         return Ok(HashMap::new());
     }
-    match interactions::holders(conn, &refused).await {
-        Ok(holders) => Ok(holders),
-        Err(err) => {
-            tracing::warn!(error = %err, rows = refused.len(), "the holders of refused rows could not be read");
-            Ok(refused.iter().map(|r| (r.id, None)).collect())
-        }
-    }
+    interactions::holders(conn, refused).await
 }
 
 /// The statement; returns the interactions a unique index refused.
