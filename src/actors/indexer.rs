@@ -114,14 +114,19 @@ async fn poll(args: &IndexerArgs) -> Result<(), IndexError> {
         // The range must follow on from the cursor: after a reorganisation since
         // the poll began, the events already stored from the old branch would stay
         // under a cursor on the new one. The next poll rolls them back.
-        if let Some(cursor) = cursor {
-            match args.chain.block(from).await? {
-                Some(first) if first.parent_hash == cursor.block_hash => {}
-                _ => break,
-            }
-        }
-        let Some(end) = args.chain.block(to).await? else {
+        let Some(first) = args.chain.block(from).await? else {
             break;
+        };
+        if cursor.is_some_and(|c| first.parent_hash != c.block_hash) {
+            break;
+        }
+        let end = if to == from {
+            first
+        } else {
+            let Some(end) = args.chain.block(to).await? else {
+                break;
+            };
+            end
         };
         let filter = Filter::new()
             .address(args.contract)

@@ -160,15 +160,12 @@ impl Pushing {
         self.reconcile(batch).await
     }
 
-    /// Whether the batch's nonce is used, and the chain's time and the deadline
-    /// margin, the nonce read at the very block whose time is taken: read from an
-    /// older block than the time (a node lagging behind a load balancer), a
-    /// payment made before the deadline would look missing, and the paid batch
-    /// would expire and be paid again.
-    async fn nonce_and_time(
-        &self,
-        batch: &BatchRow,
-    ) -> Result<(bool, chrono::DateTime<Utc>, chrono::Duration), PushError> {
+    /// SPEC §7's verdict on a batch (`domain::push::reconcile`), its nonce read at
+    /// the very block whose time is the chain's clock: read from an older block
+    /// than the time (a node lagging behind a load balancer), a payment made before
+    /// the deadline would look missing, and the paid batch would expire and be
+    /// paid again.
+    async fn verdict(&self, batch: &BatchRow) -> Result<Reconcile, PushError> {
         let block = self
             .chain
             .latest_block()
@@ -179,7 +176,7 @@ impl Pushing {
             .is_nonce_used_at(batch.bank(), batch.nonce(), block.number)
             .await?;
         let margin = chrono::Duration::seconds(self.settings.deadline_margin_secs as i64);
-        Ok((used, block.time, margin))
+        Ok(push::reconcile(used, batch.deadline, block.time, margin))
     }
 
     /// A batch whose nonce is used: confirmed once its payment is final.
@@ -201,10 +198,9 @@ impl Pushing {
         Ok(gas_limit.saturating_mul(blocks))
     }
 
-    /// SPEC §7's reconciliation of a batch by its nonce and the deadline.
+    /// SPEC §7's reconciliation of a batch: confirm, expire or re-send.
     async fn reconcile(&self, batch: &BatchRow) -> Result<Progress, PushError> {
-        let (used, chain_time, margin) = self.nonce_and_time(batch).await?;
-        match push::reconcile(used, batch.deadline, chain_time, margin) {
+        match self.verdict(batch).await? {
             Reconcile::Confirmed => self.confirm_used(batch).await,
             Reconcile::Expired => {
                 self.abandon(batch, "expired", "deadline passed unused")
@@ -269,8 +265,7 @@ impl Pushing {
         batch: &BatchRow,
         reason: String,
     ) -> Result<Progress, PushError> {
-        let (used, chain_time, margin) = self.nonce_and_time(batch).await?;
-        match push::reconcile(used, batch.deadline, chain_time, margin) {
+        match self.verdict(batch).await? {
             Reconcile::Confirmed => self.confirm_used(batch).await,
             Reconcile::Expired => self.abandon(batch, "expired", &reason).await,
             Reconcile::Resend => Ok(Progress::Refused { reason }),
