@@ -694,6 +694,76 @@ async fn a_crashed_product_actor_is_replaced_and_serves_again() {
     );
 }
 
+/// A flush stuck past the request timeout commits after its request expired: the
+/// product's actor stops, and the next request's actor starts from what that flush
+/// stored — its referral pays the referrer and refuses a competing one, and a
+/// keyless retry of its page is a duplicate, not a second row.
+#[tokio::test]
+async fn a_write_that_commits_after_its_request_expired_is_not_forgotten() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.request_timeout_ms = 1000;
+        s.supervisor.restart_backoff_initial_ms = 1;
+    })
+    .await;
+    let product = crate::campaigns::product_with_bank(&app, "late.example").await;
+    // 10 units per purchase: 5 to the buyer, 4 to a direct referrer.
+    crate::campaigns::campaign(&app, &product, json!({})).await;
+    let (buyer, referrer) = (wallet(60), wallet(61));
+    let referral = |by: Address| json!({"product_id": product, "type": "referral.referred", "referrer": format!("{by:#x}")});
+    let page = json!({"product_id": product, "type": "press.read_article", "data": {"n": 1}});
+
+    // Inserts wait on the lock; reads (the referral graph, the window) do not.
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE interactions IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let late = json!({"interactions": [referral(referrer), page.clone()]});
+    let (status, body) = tokio::join!(send(&app, buyer, &late), wait_for_blocked_insert(&app)).0;
+    assert_eq!(status, 503, "{body}");
+    let key = parse_bytes32(&product).unwrap();
+    crate::chain_fixture::eventually(
+        Duration::from_secs(10),
+        "the product actor stopped",
+        || async { app.ctx.ingest.products.get(&key).is_none().then_some(()) },
+    )
+    .await;
+    blocker.commit().await.unwrap();
+
+    let bought = crate::campaigns::purchase(&app, &product, buyer).await;
+    let recipients: Vec<(&str, &str)> = bought["rewards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["recipient"].as_str().unwrap(),
+                r["recipient_type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let (buyer_hex, referrer_hex) = (format!("{buyer:#x}"), format!("{referrer:#x}"));
+    assert_eq!(
+        recipients,
+        [
+            (buyer_hex.as_str(), "user"),
+            (referrer_hex.as_str(), "referrer_l1")
+        ],
+        "{bought}"
+    );
+    let (status, competing) = send(&app, buyer, &referral(wallet(62))).await;
+    assert_eq!(status, 202, "{competing}");
+    assert_eq!(competing["referral"], "already_referred", "{competing}");
+    let (status, again) = send(&app, buyer, &page).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["status"], "duplicate", "{again}");
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM interactions").await,
+        4,
+        "the late batch's two rows, the purchase and the competing referral"
+    );
+}
+
 #[tokio::test]
 async fn overload_is_refused_at_once_with_503() {
     let app = TestApp::spawn_with(|s| s.ingest.writer_max_pending_rows = 0).await;

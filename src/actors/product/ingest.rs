@@ -304,9 +304,13 @@ pub(super) fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome)
     finish_if_done(state, tag);
 }
 
-/// Answers requests whose write set never came back within `stale_after` (the
-/// writer restarted and lost it): unavailable, safe to retry.
-pub(super) fn expire_stale(state: &mut ProductState) {
+/// Answers requests whose write set never came back within `stale_after`:
+/// unavailable, safe to retry. True if any did: the writer lost their write set
+/// (it restarted), or their flush is still running and may yet commit. Either
+/// way this actor no longer knows what the database holds of them (a late
+/// commit's referral edges, window keys and budget charges, or a lost set's
+/// charges), so it must be rebuilt from the database once they have settled.
+pub(super) fn expire_stale(state: &mut ProductState) -> bool {
     let stale_after = state.args.stale_after;
     let stale: Vec<u64> = state
         .open
@@ -314,6 +318,7 @@ pub(super) fn expire_stale(state: &mut ProductState) {
         .filter(|(_, r)| !r.rows.is_empty() && r.opened.elapsed() > stale_after)
         .map(|(tag, _)| *tag)
         .collect();
+    let expired = !stale.is_empty();
     for tag in stale {
         let (rows, request_id) = match state.open.get_mut(&tag) {
             Some(request) => {
@@ -328,15 +333,15 @@ pub(super) fn expire_stale(state: &mut ProductState) {
             %request_id,
             "write set never came back; answering unavailable"
         );
+        // Until the actor is rebuilt: their referrals are not used for chains,
+        // and a refund among them keeps its order refunded.
         forget_referrals(state, &rows);
-        // A refund among them may still be stored: its order stays refunded (a
-        // purchase of it earns nothing until the actor restarts from the
-        // database; the shop retries the refund meanwhile).
         for row in rows {
             settle_row(state, tag, row, ItemResult::Unavailable);
         }
         finish_if_done(state, tag);
     }
+    expired
 }
 
 /// A refund row that was not stored: its order is no longer known as refunded,

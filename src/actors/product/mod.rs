@@ -37,6 +37,9 @@ pub use budgets::InStepError;
 use budgets::{campaign_updated, deactivate, load_user_counts, recap, settle};
 use ingest::{expire_stale, flushed, ingest};
 
+/// Why a product actor stops after a write set of it expired.
+pub const WRITES_UNKNOWN: &str = "a write set's outcome is unknown: state to be reloaded";
+
 /// Idempotency and natural keys of committed interactions, all products.
 pub type DedupCache = Cache<(B256, DedupKey), Uuid>;
 
@@ -116,7 +119,8 @@ pub enum ProductMsg {
         from: CampaignStatus,
         reply: oneshot::Sender<Result<Option<CampaignRow>, InStepError>>,
     },
-    /// Periodic: answers requests whose write never came back (writer restarted).
+    /// Periodic: answers requests whose write never came back (the writer
+    /// restarted, or the flush is stuck), then stops the actor to be rebuilt.
     ExpireStale,
     /// Fails the actor (supervision drills and tests).
     Crash,
@@ -291,7 +295,13 @@ impl Actor for Product {
                 ingest(&myself, state, items, &meta, reply).await;
             }
             ProductMsg::Flushed { tag, outcome } => flushed(state, tag, outcome),
-            ProductMsg::ExpireStale => expire_stale(state),
+            ProductMsg::ExpireStale => {
+                if expire_stale(state) {
+                    // The next request starts a new actor, which waits for this
+                    // product's writes to settle and reads what they stored.
+                    myself.stop(Some(WRITES_UNKNOWN.into()));
+                }
+            }
             ProductMsg::CampaignUpdated(row) => campaign_updated(state, &row).await?,
             ProductMsg::Recap {
                 campaign_id,
