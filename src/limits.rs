@@ -1,5 +1,6 @@
-//! Per-wallet and per-IP rate limits (SPEC §4 rule 3): token buckets kept in
-//! concurrent maps; idle (full) buckets are swept by the maintenance actor.
+//! Per-wallet and per-IP rate limits (SPEC §4 rule 3), and the per-IP limit on
+//! sign-in nonces: token buckets kept in concurrent maps; idle (full) buckets are
+//! swept by the maintenance actor.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -15,8 +16,10 @@ const HOUR_MS: u64 = 3_600_000;
 pub struct RateLimiter {
     per_wallet: Option<Limit>,
     per_ip: Option<Limit>,
+    nonces_per_ip: Option<Limit>,
     wallets: DashMap<Address, Bucket>,
     ips: DashMap<IpAddr, Bucket>,
+    nonce_ips: DashMap<IpAddr, Bucket>,
 }
 
 /// Refused: retry after this many seconds.
@@ -31,8 +34,10 @@ impl RateLimiter {
         Self {
             per_wallet: Limit::new(settings.per_wallet_per_hour, HOUR_MS),
             per_ip: Limit::new(settings.per_ip_per_hour, HOUR_MS),
+            nonces_per_ip: Limit::new(settings.nonces_per_ip_per_hour, HOUR_MS),
             wallets: DashMap::new(),
             ips: DashMap::new(),
+            nonce_ips: DashMap::new(),
         }
     }
 
@@ -72,15 +77,22 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Takes a sign-in nonce from the IP's bucket.
+    pub fn check_nonce(&self, ip: Option<IpAddr>, now_ms: i64) -> Result<(), Limited> {
+        match (&self.nonces_per_ip, ip) {
+            (Some(limit), Some(ip)) => {
+                take(&self.nonce_ips, limit, ip, 1, now_ms).map_err(|s| limited(s, "nonce_ip"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Forgets buckets that are full again; returns how many remain.
     pub fn sweep(&self, now_ms: i64) -> usize {
-        if let Some(limit) = &self.per_wallet {
-            self.wallets.retain(|_, b| !limit.is_full(b, now_ms));
-        }
-        if let Some(limit) = &self.per_ip {
-            self.ips.retain(|_, b| !limit.is_full(b, now_ms));
-        }
-        self.wallets.len() + self.ips.len()
+        sweep(&self.wallets, self.per_wallet.as_ref(), now_ms);
+        sweep(&self.ips, self.per_ip.as_ref(), now_ms);
+        sweep(&self.nonce_ips, self.nonces_per_ip.as_ref(), now_ms);
+        self.wallets.len() + self.ips.len() + self.nonce_ips.len()
     }
 }
 
@@ -100,4 +112,10 @@ fn take<K: Hash + Eq>(
 ) -> Result<(), u64> {
     let mut bucket = map.entry(key).or_insert_with(|| limit.full_bucket(now_ms));
     limit.take(&mut bucket, n, now_ms)
+}
+
+fn sweep<K: Hash + Eq>(map: &DashMap<K, Bucket>, limit: Option<&Limit>, now_ms: i64) {
+    if let Some(limit) = limit {
+        map.retain(|_, b| !limit.is_full(b, now_ms));
+    }
 }

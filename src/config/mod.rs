@@ -229,6 +229,9 @@ pub struct RateLimitSettings {
     /// Interactions one source IP may send per hour (0: no limit). Generous: many
     /// users share a NAT address. `rewardflow dev` turns it off.
     pub per_ip_per_hour: u64,
+    /// Sign-in nonces one source IP may ask for per hour (0: no limit). Each is a
+    /// row until it is used or expires, and asking needs no credentials.
+    pub nonces_per_ip_per_hour: u64,
 }
 
 impl Default for RateLimitSettings {
@@ -236,6 +239,7 @@ impl Default for RateLimitSettings {
         Self {
             per_wallet_per_hour: 100,
             per_ip_per_hour: 360_000,
+            nonces_per_ip_per_hour: 3_600,
         }
     }
 }

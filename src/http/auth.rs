@@ -27,7 +27,8 @@ pub fn routes(
     let nonce = warp::path!("v1" / "auth" / "nonce")
         .and(warp::post())
         .and(with_ctx(ctx.clone()))
-        .and_then(move |ctx| respond(timeout, issue_nonce(ctx)));
+        .and(super::peer_addr())
+        .and_then(move |ctx, peer| respond(timeout, issue_nonce(ctx, peer)));
     let wallet = warp::path!("v1" / "auth" / "wallet")
         .and(warp::post())
         .and(with_ctx(ctx.clone()))
@@ -64,8 +65,21 @@ struct NonceResponse {
     expires_at: chrono::DateTime<Utc>,
 }
 
-async fn issue_nonce(ctx: Arc<AppContext>) -> Result<Response, ApiError> {
+/// Unauthenticated, and each nonce is a row until used or expired: limited per
+/// source IP (`rate_limit.nonces_per_ip_per_hour`).
+async fn issue_nonce(
+    ctx: Arc<AppContext>,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Response, ApiError> {
     use rand::distr::{Alphanumeric, SampleString};
+    let now_ms = Utc::now().timestamp_millis();
+    if let Err(limited) = ctx.ingest.limiter.check_nonce(peer.map(|p| p.ip()), now_ms) {
+        metrics::counter!(telemetry::RATE_LIMITED_TOTAL, "scope" => limited.scope).increment(1);
+        return Err(ApiError::TooManyRequests {
+            detail: "too many sign-in nonces from this address".into(),
+            retry_after_secs: limited.retry_after_secs,
+        });
+    }
     let nonce = Alphanumeric.sample_string(&mut rand::rng(), 24);
     let expires_at = Utc::now() + Duration::seconds(ctx.settings.auth.nonce_ttl_secs as i64);
     db::auth_nonces::insert(&ctx.pool, &nonce, expires_at).await?;

@@ -220,3 +220,33 @@ async fn tokens_expire_and_must_be_signed_with_our_secret() {
     let (status, _) = app.get("/v1/products", Some(&valid)).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn sign_in_nonces_are_limited_per_source_ip() {
+    let app = TestApp::spawn_with(|s| s.rate_limit.nonces_per_ip_per_hour = 2).await;
+    for _ in 0..2 {
+        let (status, body) = app
+            .post("/v1/auth/nonce", &serde_json::Value::Null, None)
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let refused = app
+        .client
+        .post(app.url("/v1/auth/nonce"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    // A full bucket of 2 per hour: one nonce is back within half an hour.
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1800).contains(&retry_after), "{retry_after}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM auth_nonces")
+        .fetch_one(&app.ctx.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2);
+}
