@@ -38,6 +38,8 @@ pub struct ProductHandle {
     pub config: Arc<ProductConfig>,
     /// Interactions sent and not yet processed (bounded by the mailbox capacity).
     pub queued: Arc<AtomicU64>,
+    /// Of those, the ones held until the referrals they read are stored.
+    pub held: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -330,7 +332,7 @@ async fn start(
         Ok(None) => return Err(OpenError::Unknown),
         Err(err) => return Err(OpenError::Unavailable(err.to_string())),
     };
-    let queued = Arc::new(AtomicU64::new(0));
+    let (queued, held) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let args = ProductArgs {
         config: config.clone(),
         pool: template.pool,
@@ -342,6 +344,7 @@ async fn start(
         stale_after: template.stale_after,
         loads: template.loads,
         queued: queued.clone(),
+        held: held.clone(),
     };
     let (actor, _) = Actor::spawn_linked(None, Product, args, directory.get_cell())
         .await
@@ -350,6 +353,7 @@ async fn start(
         actor,
         config,
         queued,
+        held,
     })
 }
 

@@ -52,6 +52,19 @@ impl ProductEdges {
             .collect()
     }
 
+    /// Whether a decision about any of `reads` — (wallet, edges read from its
+    /// chain; `None`: all) — reads an edge leaving a wallet `pending` names.
+    pub fn reads_pending(
+        &self,
+        reads: &[(Address, Option<usize>)],
+        pending: impl Fn(&Address) -> bool,
+    ) -> bool {
+        let edges = self.edges.read().expect("edges lock");
+        reads.iter().any(|&(wallet, depth)| {
+            referral::reads_pending(wallet, depth, |x| edges.get(&x).copied(), &pending)
+        })
+    }
+
     /// Whether these are still the product's edges (not evicted from the cache).
     pub fn is_current(&self) -> bool {
         !self.evicted.load(Ordering::Acquire)
@@ -74,10 +87,12 @@ pub enum ReferralMsg {
         product: B256,
         reply: RpcReplyPort<Result<Arc<ProductEdges>, String>>,
     },
-    /// Removes edges applied by `Register` whose write failed.
+    /// Removes edges applied by `Register` whose write failed; answered once they
+    /// are gone, so that no chain read after it has them.
     Forget {
         product: B256,
         pairs: Vec<(Address, Address)>,
+        reply: RpcReplyPort<()>,
     },
     /// Drops the product's edges; the next use loads them from the database. Sent
     /// by a product actor as it starts, once its predecessor's writes settled: a
@@ -153,7 +168,11 @@ impl Actor for Referral {
                 let _ = reply.send(result.map_err(|err| err.to_string()));
             }
             ReferralMsg::Reload { product } => state.cache.invalidate(&product),
-            ReferralMsg::Forget { product, pairs } => {
+            ReferralMsg::Forget {
+                product,
+                pairs,
+                reply,
+            } => {
                 if let Some(edges) = state.cache.get(&product) {
                     let mut map = edges.edges.write().expect("edges lock");
                     for (wallet, referrer) in pairs {
@@ -162,6 +181,7 @@ impl Actor for Referral {
                         }
                     }
                 }
+                let _ = reply.send(());
             }
         }
         Ok(())

@@ -55,6 +55,29 @@ pub fn decide(
     ReferralOutcome::Registered
 }
 
+/// Whether a decision about `wallet` reads an edge that may still be undone: one
+/// of the first `depth` edges of its chain (`None`: all of them, as the cycle
+/// check reads a referrer's chain) leaves a wallet that `pending` names.
+pub fn reads_pending(
+    wallet: Address,
+    depth: Option<usize>,
+    referrer_of: impl Fn(Address) -> Option<Address>,
+    pending: impl Fn(&Address) -> bool,
+) -> bool {
+    let mut seen = HashSet::new();
+    let mut current = wallet;
+    for _ in 0..depth.unwrap_or(usize::MAX) {
+        if pending(&current) {
+            return true;
+        }
+        match referrer_of(current) {
+            Some(next) if next != wallet && seen.insert(next) => current = next,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// The wallet's referrers, nearest first, at most `max_depth`; stops at a repeat.
 pub fn chain(
     wallet: Address,
@@ -108,6 +131,31 @@ mod tests {
             decide(a(1), a(20), |w| g.get(&w).copied()),
             ReferralOutcome::Cycle
         );
+    }
+
+    #[test]
+    fn pending_edges_count_within_the_depth_read() {
+        // 5 → 4 → 3 → 2 → 1 → 0; the edge leaving 1 is pending.
+        let g = edges(&[(5, 4), (4, 3), (3, 2), (2, 1), (1, 0)]);
+        let of = |w: Address| g.get(&w).copied();
+        let pending = |w: &Address| *w == a(1);
+        // A chain of five levels from 5 reads the edges leaving 5, 4, 3, 2, 1.
+        assert!(reads_pending(a(5), Some(5), of, pending));
+        // Four levels stop before the edge leaving 1.
+        assert!(!reads_pending(a(5), Some(4), of, pending));
+        // The whole chain of 9 (no referrer) reads nothing; of 2, the pending edge.
+        assert!(!reads_pending(a(9), None, of, pending));
+        assert!(reads_pending(a(2), None, of, pending));
+        // The wallet's own edge counts.
+        assert!(reads_pending(a(1), Some(1), of, pending));
+        // A corrupt cycle ends the walk.
+        let g = edges(&[(1, 2), (2, 3), (3, 1)]);
+        assert!(!reads_pending(
+            a(1),
+            None,
+            |w| g.get(&w).copied(),
+            |w| *w == a(9)
+        ));
     }
 
     #[test]

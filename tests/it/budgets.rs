@@ -271,7 +271,7 @@ async fn flush_held(app: &TestApp) {
 }
 
 /// A purchase (order `order`) by `buyer`, sent in the background: its status and body.
-fn spawn_purchase(
+pub fn spawn_purchase(
     app: &TestApp,
     product: &str,
     buyer: Address,

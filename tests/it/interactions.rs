@@ -1,3 +1,4 @@
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::Address;
@@ -640,6 +641,17 @@ pub async fn with_its_write_killed<T>(
     tokio::join!(request, kill_the_write).0
 }
 
+/// Holds inserts into `interactions` until the transaction ends; reads (the
+/// referral graph, the dedup window) go on.
+async fn lock_interactions(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut blocker = app.ctx.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE interactions IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    blocker
+}
+
 pub async fn wait_for_blocked_insert(app: &TestApp) -> i32 {
     wait_for_blocked_insert_into(app, "interactions").await
 }
@@ -712,12 +724,7 @@ async fn a_write_that_commits_after_its_request_expired_is_not_forgotten() {
     let referral = |by: Address| json!({"product_id": product, "type": "referral.referred", "referrer": format!("{by:#x}")});
     let page = json!({"product_id": product, "type": "press.read_article", "data": {"n": 1}});
 
-    // Inserts wait on the lock; reads (the referral graph, the window) do not.
-    let mut blocker = app.ctx.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE interactions IN SHARE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    let blocker = lock_interactions(&app).await;
     let late = json!({"interactions": [referral(referrer), page.clone()]});
     let (status, body) = tokio::join!(send(&app, buyer, &late), wait_for_blocked_insert(&app)).0;
     assert_eq!(status, 503, "{body}");
@@ -761,6 +768,89 @@ async fn a_write_that_commits_after_its_request_expired_is_not_forgotten() {
         count(&app, "SELECT count(*) FROM interactions").await,
         4,
         "the late batch's two rows, the purchase and the competing referral"
+    );
+}
+
+/// A purchase sent while its buyer's referral is still being written waits for
+/// that write. The write fails, so the purchase earns as an unreferred one: the
+/// referrer, whom no stored referral names, is paid nothing.
+#[tokio::test]
+async fn a_reward_never_relies_on_a_referral_whose_write_fails() {
+    let app = TestApp::spawn_with(|s| s.rate_limit.per_wallet_per_hour = 0).await;
+    let product = crate::campaigns::product_with_bank(&app, "unstored.example").await;
+    // 10 units per purchase: 5 to the buyer, the rest to its referrers.
+    crate::campaigns::campaign(&app, &product, json!({})).await;
+    let (buyer, referrer) = (wallet(70), wallet(71));
+    // The product's actor and referral graph are loaded before the lock.
+    crate::campaigns::purchase(&app, &product, wallet(72)).await;
+    let key = parse_bytes32(&product).unwrap();
+    let handle = app.ctx.ingest.products.get(&key).expect("running");
+    let referral = json!({"product_id": product, "type": "referral.referred",
+        "referrer": format!("{referrer:#x}")});
+
+    let blocker = lock_interactions(&app).await;
+    let (referred, bought) = tokio::join!(send(&app, buyer, &referral), async {
+        let writer = wait_for_blocked_insert(&app).await;
+        let purchase = crate::budgets::spawn_purchase(&app, &product, buyer, "unstored-1");
+        // Held by the product's actor (or, were it not, buffered behind the
+        // referral in the writer) when the referral's write fails.
+        crate::chain_fixture::eventually(Duration::from_secs(10), "the purchase held", || {
+            let held = handle.held.load(Ordering::Acquire) == 1;
+            let buffered = app.ctx.ingest.gate.pending_rows() == 2;
+            async move { (held || buffered).then_some(()) }
+        })
+        .await;
+        kill_writer(blocker, writer).await;
+        purchase.await.unwrap()
+    });
+    assert_eq!(referred.0, 503, "{}", referred.1);
+    // Refused while the writer finds the database again, then stored.
+    let bought = match bought {
+        (202, body) => body,
+        (status, body) => {
+            assert_eq!(status, 503, "{body}");
+            let again = json!({"product_id": product, "type": "purchase.completed",
+                "data": {"order_id": "unstored-1"}});
+            app.until_served(202, || send(&app, buyer, &again)).await
+        }
+    };
+    let paid: Vec<&str> = bought["rewards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["recipient_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(paid, ["user"], "{bought}");
+    let to_referrer = format!(
+        "SELECT count(*) FROM rewards WHERE wallet = '\\x{}'",
+        hex::encode(referrer)
+    );
+    assert_eq!(count(&app, &to_referrer).await, 0);
+    assert_eq!(handle.held.load(Ordering::Acquire), 0);
+    // The referral, sent again, is stored and counts from then on.
+    let (status, again) = send(&app, buyer, &referral).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["referral"], "registered", "{again}");
+
+    // Held again, behind a referral whose write commits: paid with the referrer.
+    let blocker = lock_interactions(&app).await;
+    let second = wallet(73);
+    let (referred, bought) = tokio::join!(send(&app, second, &referral), async {
+        wait_for_blocked_insert(&app).await;
+        let purchase = crate::budgets::spawn_purchase(&app, &product, second, "unstored-2");
+        crate::chain_fixture::eventually(Duration::from_secs(10), "the purchase held", || {
+            let held = handle.held.load(Ordering::Acquire) == 1;
+            async move { held.then_some(()) }
+        })
+        .await;
+        blocker.commit().await.unwrap();
+        purchase.await.unwrap()
+    });
+    assert_eq!(referred.1["referral"], "registered", "{}", referred.1);
+    assert_eq!(bought.0, 202, "{}", bought.1);
+    assert_eq!(
+        bought.1["rewards"][1]["recipient"],
+        format!("{referrer:#x}")
     );
 }
 

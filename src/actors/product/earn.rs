@@ -170,7 +170,7 @@ fn may_exhaust(campaign: &CampaignRule) -> MayExhaust {
 
 /// The product's referral edges: the handle held since the last call while the
 /// referral actor's cache still holds them, else asked for again.
-async fn referral_edges(state: &mut ProductState) -> Option<Arc<ProductEdges>> {
+pub(super) async fn referral_edges(state: &mut ProductState) -> Option<Arc<ProductEdges>> {
     if let Some(edges) = state.edges.upgrade().filter(|e| e.is_current()) {
         return Some(edges);
     }

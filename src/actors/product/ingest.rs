@@ -151,7 +151,7 @@ async fn submit(
             .zip(outcomes)
             .map(|(&(w, r), outcome)| (outcome, w, r))
             .collect();
-        forget_referral_pairs(state, decided);
+        forget_referral_pairs(state, decided).await;
         state.args.gate.release(count);
         return false;
     };
@@ -185,6 +185,7 @@ async fn submit(
             pending.referral = Some((outcome, wallet, referrer));
             if outcome == ReferralOutcome::Registered {
                 referrer_wallet = Some(referrer);
+                state.referrals_in_flight.insert(wallet, tag);
             } else if let Value::Object(map) = &mut data {
                 // A refused referral keeps the claimed referrer in its data.
                 map.insert(
@@ -236,7 +237,8 @@ async fn submit(
     if !sent {
         state.args.gate.release(count);
         request.remaining -= request.rows.len();
-        forget_referrals(state, &state.open[&tag].rows);
+        let lost = state.open[&tag].rows.iter().filter_map(|r| r.referral);
+        forget_referral_pairs(state, lost.collect()).await;
         let rows = std::mem::take(&mut state.open.get_mut(&tag).expect("open").rows);
         for row in &rows {
             refund(state, tag, row);
@@ -248,7 +250,7 @@ async fn submit(
     true
 }
 
-pub(super) fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome) {
+pub(super) async fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome) {
     let Some(request) = state.open.get_mut(&tag) else {
         return;
     };
@@ -300,7 +302,7 @@ pub(super) fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOutcome)
         }
         settle_row(state, tag, row, result);
     }
-    forget_referral_pairs(state, lost.into_iter().flatten().collect());
+    forget_referral_pairs(state, lost.into_iter().flatten().collect()).await;
     finish_if_done(state, tag);
 }
 
@@ -333,9 +335,8 @@ pub(super) fn expire_stale(state: &mut ProductState) -> bool {
             %request_id,
             "write set never came back; answering unavailable"
         );
-        // Until the actor is rebuilt: their referrals are not used for chains,
-        // and a refund among them keeps its order refunded.
-        forget_referrals(state, &rows);
+        // The actor stops now: the next one reloads the referrals and refunds
+        // these rows stored, if they are.
         for row in rows {
             settle_row(state, tag, row, ItemResult::Unavailable);
         }
@@ -355,6 +356,11 @@ fn unrefund(state: &mut ProductState, row: &PendingRow) {
 
 /// Gives a row its result, and the same fate to everything waiting on its keys.
 fn settle_row(state: &mut ProductState, tag: u64, row: PendingRow, result: ItemResult) {
+    if let Some((ReferralOutcome::Registered, wallet, _)) = row.referral
+        && state.referrals_in_flight.get(&wallet) == Some(&tag)
+    {
+        state.referrals_in_flight.remove(&wallet);
+    }
     let follower = match &result {
         ItemResult::Accepted { id, .. } | ItemResult::Duplicate { id } => {
             ItemResult::Duplicate { id: *id }
@@ -494,21 +500,25 @@ fn prune_window(state: &mut ProductState, now: DateTime<Utc>) {
     state.window.retain(|_, (at, _)| now - *at < window);
 }
 
-fn forget_referrals(state: &ProductState, rows: &[PendingRow]) {
-    forget_referral_pairs(state, rows.iter().filter_map(|r| r.referral).collect());
-}
-
-/// Tells the referral actor to drop edges whose row was not stored.
-fn forget_referral_pairs(state: &ProductState, lost: Vec<(ReferralOutcome, Address, Address)>) {
+/// Has the referral actor drop edges whose row was not stored, and waits until
+/// it has: a chain read after this (a held request's) must not have them.
+async fn forget_referral_pairs(
+    state: &ProductState,
+    lost: Vec<(ReferralOutcome, Address, Address)>,
+) {
     let pairs: Vec<(Address, Address)> = lost
         .into_iter()
         .filter(|(o, _, _)| *o == ReferralOutcome::Registered)
         .map(|(_, w, r)| (w, r))
         .collect();
     if let (false, Some(referral)) = (pairs.is_empty(), state.args.referral.get()) {
-        let _ = referral.cast(ReferralMsg::Forget {
-            product: state.args.config.id,
+        let product = state.args.config.id;
+        // A referral actor that is gone takes its edges with it: the next one
+        // loads what is stored.
+        let _ = ractor::call!(referral, |reply| ReferralMsg::Forget {
+            product,
             pairs,
+            reply
         });
     }
 }

@@ -3,10 +3,11 @@
 //! what each interaction is: a duplicate of a committed one, a duplicate of one
 //! still being written (answered with the original's fate), or new. New rows go
 //! to the writer; requests are answered only when the writer reports the commit.
+//! A request that reads a referral still being written waits for it (`held`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -31,11 +32,13 @@ use crate::telemetry::request_id::RequestId;
 
 mod budgets;
 mod earn;
+mod held;
 mod ingest;
 
 pub use budgets::InStepError;
 use budgets::{campaign_updated, deactivate, load_user_counts, recap, settle};
-use ingest::{expire_stale, flushed, ingest};
+use held::Held;
+use ingest::{expire_stale, flushed};
 
 /// Why a product actor stops after a write set of it expired.
 pub const WRITES_UNKNOWN: &str = "a write set's outcome is unknown: state to be reloaded";
@@ -141,6 +144,8 @@ pub struct ProductArgs {
     pub loads: Arc<Semaphore>,
     /// Interactions sent to this actor and not yet processed (the front door adds).
     pub queued: Arc<AtomicU64>,
+    /// Of those, the ones held until the referrals they read are stored.
+    pub held: Arc<AtomicU64>,
 }
 
 /// A new row waiting for its commit.
@@ -194,6 +199,11 @@ pub struct ProductState {
     reloaded: HashMap<i64, u64>,
     /// Campaigns this actor deactivated: never active again.
     deactivated: HashSet<i64>,
+    /// Wallets whose referral is registered in memory and still being written →
+    /// the tag of the request writing it.
+    referrals_in_flight: HashMap<Address, u64>,
+    /// Requests that read one of those referrals, in arrival order (`held`).
+    held: VecDeque<Held>,
     /// The product's referral edges, read for chains (the referral actor's cache
     /// owns them).
     edges: Weak<ProductEdges>,
@@ -266,6 +276,8 @@ impl Actor for Product {
             refunded_orders,
             reloaded: HashMap::new(),
             deactivated: HashSet::new(),
+            referrals_in_flight: HashMap::new(),
+            held: VecDeque::new(),
             edges: Weak::new(),
             _expiry: expiry,
         })
@@ -288,13 +300,12 @@ impl Actor for Product {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ProductMsg::Ingest { items, meta, reply } => {
-                state
-                    .args
-                    .queued
-                    .fetch_sub(items.len() as u64, Ordering::AcqRel);
-                ingest(&myself, state, items, &meta, reply).await;
+                held::admit(&myself, state, items, meta, reply).await;
             }
-            ProductMsg::Flushed { tag, outcome } => flushed(state, tag, outcome),
+            ProductMsg::Flushed { tag, outcome } => {
+                flushed(state, tag, outcome).await;
+                held::resume(&myself, state).await;
+            }
             ProductMsg::ExpireStale => {
                 if expire_stale(state) {
                     // The next request starts a new actor, which waits for this
