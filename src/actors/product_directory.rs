@@ -295,6 +295,9 @@ fn open(
         return;
     }
     if let Some(waiting) = state.starting.get_mut(&product) {
+        // Callers that gave up (timed out) are dropped, so a slow start does not
+        // collect one reply per retry.
+        waiting.retain(|r| !r.is_closed());
         waiting.push(reply);
         return;
     }

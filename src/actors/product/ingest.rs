@@ -39,7 +39,7 @@ pub(super) async fn ingest(
     let mut request = OpenRequest {
         reply,
         request_id: meta.request_id.clone(),
-        opened: std::time::Instant::now(),
+        sent_at: None,
         indexes: items.iter().map(|i| i.index).collect(),
         kinds: items.iter().map(|i| i.interaction.kind).collect(),
         results: vec![None; items.len()],
@@ -234,7 +234,9 @@ async fn submit(
         Some(writer) => writer.cast(WriterMsg::Write(set)).is_ok(),
         None => false,
     };
-    if !sent {
+    if sent {
+        request.sent_at = Some(std::time::Instant::now());
+    } else {
         state.args.gate.release(count);
         request.remaining -= request.rows.len();
         let lost = state.open[&tag].rows.iter().filter_map(|r| r.referral);
@@ -306,18 +308,19 @@ pub(super) async fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOu
     finish_if_done(state, tag);
 }
 
-/// Answers requests whose write set never came back within `stale_after`:
-/// unavailable, safe to retry. True if any did: the writer lost their write set
-/// (it restarted), or their flush is still running and may yet commit. Either
+/// Answers requests whose write set had been with the writer for longer than
+/// `stale_after` when the tick fired (`tick`): unavailable, safe to retry. True
+/// if any did: the writer lost their write set (it restarted), or their flush
+/// is still running and may yet commit. Either
 /// way this actor no longer knows what the database holds of them (a late
 /// commit's referral edges, window keys and budget charges, or a lost set's
 /// charges), so it must be rebuilt from the database once they have settled.
-pub(super) fn expire_stale(state: &mut ProductState) -> bool {
+pub(super) fn expire_stale(state: &mut ProductState, tick: std::time::Instant) -> bool {
     let stale_after = state.args.stale_after;
     let stale: Vec<u64> = state
         .open
         .iter()
-        .filter(|(_, r)| !r.rows.is_empty() && r.opened.elapsed() > stale_after)
+        .filter(|(_, r)| !r.rows.is_empty() && sent_before(r.sent_at, tick, stale_after))
         .map(|(tag, _)| *tag)
         .collect();
     let expired = !stale.is_empty();
@@ -343,6 +346,17 @@ pub(super) fn expire_stale(state: &mut ProductState) -> bool {
         finish_if_done(state, tag);
     }
     expired
+}
+
+/// Whether a write set sent at `sent_at` had been with the writer for longer
+/// than `stale_after` at `tick`: measured to the tick's own instant, not to when
+/// the actor got to it, so a report queued behind the tick does not count late.
+fn sent_before(
+    sent_at: Option<std::time::Instant>,
+    tick: std::time::Instant,
+    stale_after: std::time::Duration,
+) -> bool {
+    sent_at.is_some_and(|sent| tick.saturating_duration_since(sent) > stale_after)
 }
 
 /// A refund row that was not stored: its order is no longer known as refunded,
@@ -520,5 +534,37 @@ async fn forget_referral_pairs(
             pairs,
             reply
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::sent_before;
+
+    #[test]
+    fn staleness_is_measured_to_the_ticks_instant() {
+        let after = Duration::from_secs(5);
+        let sent = Instant::now();
+        // However late the actor reads this tick, it fired 1 s after the send.
+        assert!(!sent_before(
+            Some(sent),
+            sent + Duration::from_secs(1),
+            after
+        ));
+        assert!(sent_before(
+            Some(sent),
+            sent + Duration::from_secs(6),
+            after
+        ));
+        // A tick stamped before the send (queued ahead of it) is never stale.
+        assert!(!sent_before(
+            Some(sent + Duration::from_secs(9)),
+            sent,
+            after
+        ));
+        // Nothing sent: nothing for the writer to lose.
+        assert!(!sent_before(None, sent + Duration::from_secs(60), after));
     }
 }

@@ -122,9 +122,12 @@ pub enum ProductMsg {
         from: CampaignStatus,
         reply: oneshot::Sender<Result<Option<CampaignRow>, InStepError>>,
     },
-    /// Periodic: answers requests whose write never came back (the writer
-    /// restarted, or the flush is stuck), then stops the actor to be rebuilt.
-    ExpireStale,
+    /// Periodic, stamped when the tick fired: answers requests whose write set
+    /// had been with the writer for longer than `stale_after` at that instant
+    /// (the writer restarted, or the flush is stuck), then stops the actor to be
+    /// rebuilt. A commit report queued behind the tick is not mistaken for one:
+    /// time this actor spent busy is not counted against the writer.
+    ExpireStale(std::time::Instant),
     /// Fails the actor (supervision drills and tests).
     Crash,
 }
@@ -168,7 +171,8 @@ struct PendingRow {
 struct OpenRequest {
     reply: oneshot::Sender<Vec<(usize, ItemResult)>>,
     request_id: RequestId,
-    opened: std::time::Instant,
+    /// When its write set went to the writer (none yet, or none sent).
+    sent_at: Option<std::time::Instant>,
     indexes: Vec<usize>,
     kinds: Vec<InteractionType>,
     results: Vec<Option<ItemResult>>,
@@ -261,7 +265,9 @@ impl Actor for Product {
             .await?
             .into_iter()
             .collect();
-        let expiry = myself.send_interval(args.stale_after / 2, || ProductMsg::ExpireStale);
+        let expiry = myself.send_interval(args.stale_after / 2, || {
+            ProductMsg::ExpireStale(std::time::Instant::now())
+        });
         Ok(ProductState {
             window_length: chrono::TimeDelta::from_std(args.window)
                 .unwrap_or(chrono::TimeDelta::MAX),
@@ -306,8 +312,8 @@ impl Actor for Product {
                 flushed(state, tag, outcome).await;
                 held::resume(&myself, state).await;
             }
-            ProductMsg::ExpireStale => {
-                if expire_stale(state) {
+            ProductMsg::ExpireStale(tick) => {
+                if expire_stale(state, tick) {
                     // The next request starts a new actor, which waits for this
                     // product's writes to settle and reads what they stored.
                     myself.stop(Some(WRITES_UNKNOWN.into()));
