@@ -112,6 +112,14 @@ impl ProductRegistry {
             .sum()
     }
 
+    /// Of those, the requests held until the referrals they read are stored.
+    pub fn held(&self) -> u64 {
+        self.running
+            .iter()
+            .map(|h| h.held.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+
     /// Replaces the configuration the front door checks (after a product PATCH
     /// or a webhook change), so that the next request sees it — also when the
     /// product's actor is starting: its start registers it with this one
