@@ -9,7 +9,7 @@ use alloy::primitives::Address;
 use dashmap::DashMap;
 
 use crate::config::RateLimitSettings;
-use crate::domain::rate_limit::{Bucket, Limit};
+use crate::domain::rate_limit::{Bucket, Limit, source_key};
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -52,7 +52,8 @@ impl RateLimiter {
             .min()
     }
 
-    /// Takes `n` from the wallet's and the IP's buckets, or neither.
+    /// Takes `n` from the wallet's and the IP's buckets, or neither. (An IP is
+    /// counted as its source: an IPv6 address by its /64.)
     pub fn check(
         &self,
         wallet: Address,
@@ -64,7 +65,7 @@ impl RateLimiter {
             take(&self.wallets, limit, wallet, n, now_ms).map_err(|s| limited(s, "wallet"))?;
         }
         if let (Some(limit), Some(ip)) = (&self.per_ip, ip)
-            && let Err(secs) = take(&self.ips, limit, ip, n, now_ms)
+            && let Err(secs) = take(&self.ips, limit, source_key(ip), n, now_ms)
         {
             // Give the wallet its tokens back: nothing was accepted.
             if let (Some(wallet_limit), Some(mut bucket)) =
@@ -80,9 +81,8 @@ impl RateLimiter {
     /// Takes a sign-in nonce from the IP's bucket.
     pub fn check_nonce(&self, ip: Option<IpAddr>, now_ms: i64) -> Result<(), Limited> {
         match (&self.nonces_per_ip, ip) {
-            (Some(limit), Some(ip)) => {
-                take(&self.nonce_ips, limit, ip, 1, now_ms).map_err(|s| limited(s, "nonce_ip"))
-            }
+            (Some(limit), Some(ip)) => take(&self.nonce_ips, limit, source_key(ip), 1, now_ms)
+                .map_err(|s| limited(s, "nonce_ip")),
             _ => Ok(()),
         }
     }
@@ -117,5 +117,38 @@ fn take<K: Hash + Eq>(
 fn sweep<K: Hash + Eq>(map: &DashMap<K, Bucket>, limit: Option<&Limit>, now_ms: i64) {
     if let Some(limit) = limit {
         map.retain(|_, b| !limit.is_full(b, now_ms));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use alloy::primitives::Address;
+
+    use super::RateLimiter;
+    use crate::config::RateLimitSettings;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_64_share_their_buckets() {
+        let limiter = RateLimiter::new(&RateLimitSettings {
+            per_wallet_per_hour: 0,
+            per_ip_per_hour: 1,
+            nonces_per_ip_per_hour: 1,
+        });
+        let (one, two) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        limiter.check(one, ip("2001:db8::1"), 1, 0).unwrap();
+        let refused = limiter.check(two, ip("2001:db8::2"), 1, 0).unwrap_err();
+        assert_eq!(refused.scope, "ip");
+        limiter.check(two, ip("2001:db8:0:1::2"), 1, 0).unwrap();
+
+        limiter.check_nonce(ip("2001:db8::1"), 0).unwrap();
+        let refused = limiter.check_nonce(ip("2001:db8::ffff"), 0).unwrap_err();
+        assert_eq!(refused.scope, "nonce_ip");
+        limiter.check_nonce(ip("2001:db8:0:1::1"), 0).unwrap();
     }
 }

@@ -226,10 +226,11 @@ impl Default for IngestSettings {
 pub struct RateLimitSettings {
     /// Interactions one wallet may send per hour (0: no limit).
     pub per_wallet_per_hour: u64,
-    /// Interactions one source IP may send per hour (0: no limit). Generous: many
-    /// users share a NAT address. `rewardflow dev` turns it off.
+    /// Interactions one source IP may send per hour (0: no limit; an IPv6 source
+    /// is its /64). Generous: many users share a NAT address. `rewardflow dev`
+    /// turns it off.
     pub per_ip_per_hour: u64,
-    /// Sign-in nonces one source IP may ask for per hour (0: no limit). Each is a
+    /// Sign-in nonces one source IP (IPv6: its /64) may ask for per hour (0: no limit). Each is a
     /// row until it is used or expires, and asking needs no credentials.
     pub nonces_per_ip_per_hour: u64,
 }

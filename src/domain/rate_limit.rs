@@ -1,5 +1,21 @@
 //! Token buckets: `capacity` requests at once, refilled continuously at
-//! `capacity` per `period`. Time is passed in (milliseconds).
+//! `capacity` per `period`. Time is passed in (milliseconds). And what a per-IP
+//! limit counts as one source.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The source a per-IP limit counts: an IPv4 address (also when written as an
+/// IPv4-mapped IPv6 one), or an IPv6 address's /64 — the block one subscriber
+/// or host is routed, whose addresses it may use freely.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limit {
@@ -74,6 +90,19 @@ impl Limit {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_ipv6_host_is_its_64_and_ipv4_is_itself() {
+        use super::source_key;
+        use std::net::IpAddr;
+        let key = |s: &str| source_key(s.parse::<IpAddr>().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(key("2001:db8:1:2::7").to_string(), "2001:db8:1:2::");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("203.0.113.9").to_string(), "203.0.113.9");
+        assert_ne!(key("203.0.113.9"), key("203.0.113.10"));
+        assert_eq!(key("::ffff:203.0.113.9"), key("203.0.113.9"));
+    }
+
     use super::*;
 
     const HOUR: u64 = 3_600_000;
