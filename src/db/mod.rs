@@ -12,6 +12,7 @@ pub mod products;
 pub mod push;
 pub mod refunds;
 pub mod rewards;
+pub mod wallets;
 
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod campaign;
 pub mod campaign_input;
+pub mod history_cursor;
 pub mod ids;
 pub mod interaction;
 pub mod product;

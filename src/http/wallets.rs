@@ -13,6 +13,7 @@ use super::problem::ApiError;
 use super::{json_reply, respond, with_ctx};
 use crate::app::AppContext;
 use crate::db;
+use crate::domain::history_cursor::HistoryCursor;
 use crate::domain::ids::parse_address;
 
 const DEFAULT_LIMIT: i64 = 100;
@@ -41,7 +42,7 @@ fn wallet(raw: &str) -> Result<alloy::primitives::Address, ApiError> {
 
 async fn rewards(ctx: Arc<AppContext>, address: String) -> Result<Response, ApiError> {
     let wallet = wallet(&address)?;
-    let tokens = db::chain_events::balances(&ctx.pool, wallet).await?;
+    let tokens = db::wallets::balances(&ctx.pool, wallet).await?;
     Ok(json_reply(
         &json!({ "wallet": wallet.to_string().to_lowercase(), "tokens": tokens }),
         StatusCode::OK,
@@ -64,12 +65,17 @@ async fn history(
                 ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
             })?,
     };
-    let (rewards, claims) = db::chain_events::history(&ctx.pool, wallet, limit).await?;
+    let from = match query.get("cursor") {
+        None => HistoryCursor::FIRST,
+        Some(raw) => HistoryCursor::decode(raw).map_err(|e| ApiError::invalid("cursor", e))?,
+    };
+    let page = db::wallets::history(&ctx.pool, wallet, limit, &from).await?;
     Ok(json_reply(
         &json!({
             "wallet": wallet.to_string().to_lowercase(),
-            "rewards": rewards,
-            "claims": claims,
+            "rewards": page.rewards,
+            "claims": page.claims,
+            "next_cursor": page.next.map(|c| c.encode()),
         }),
         StatusCode::OK,
     ))

@@ -2,7 +2,8 @@
 //! `evm_revert`) that undoes a claim is undone in PostgreSQL too; a node that
 //! lags behind what was indexed is waited for, not taken for a reorganisation;
 //! one during a poll leaves nothing of the old branch behind; a node that refuses
-//! long log ranges is asked for shorter ones.
+//! long log ranges is asked for shorter ones; the wallet history pages through
+//! the rewards and the indexed claims.
 
 use std::time::Duration;
 
@@ -248,5 +249,80 @@ async fn log_ranges_the_node_refuses_are_asked_for_in_parts() {
         (body["tokens"][0]["claimable"] == five.as_str()).then_some(())
     })
     .await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_pages_through_rewards_and_claims() {
+    let chain = TestChain::start().await;
+    let app = TestApp::spawn_with(|s| chain.configure(s)).await;
+    let (product, _) = product_and_campaign(&app, &chain, json!({})).await;
+    let claimer: alloy::signers::local::PrivateKeySigner = CLAIMER_KEY.parse().unwrap();
+    let wallet = claimer.address();
+    let rewards_path = format!("/v1/wallets/{wallet:#x}/rewards");
+    let push_pull = MultiTokenPushPull::new(
+        chain.push_pull,
+        wallet_provider(&chain.rpc_url(), CLAIMER_KEY),
+    );
+    let five = U256::from(5u64) * U256::from(10u64).pow(U256::from(18));
+    // Three rewards claimed one by one (three claims), two more left unclaimed.
+    for n in 1..=3u64 {
+        purchase(&app, &product, wallet, &format!("paged-{n}")).await;
+        eventually(WAIT, "the reward claimable", || async {
+            let (_, body) = app.get(&rewards_path, None).await;
+            (body["tokens"][0]["claimable"] == five.to_string().as_str()).then_some(())
+        })
+        .await;
+        succeeded(push_pull.pullReward(chain.token).send().await.unwrap()).await;
+        let claimed = (five * U256::from(n)).to_string();
+        eventually(WAIT, "the claim indexed", || async {
+            let (_, body) = app.get(&rewards_path, None).await;
+            (body["tokens"][0]["claimed"] == claimed.as_str()).then_some(())
+        })
+        .await;
+    }
+    purchase(&app, &product, wallet, "paged-4").await;
+    purchase(&app, &product, wallet, "paged-5").await;
+
+    let history = format!("/v1/wallets/{wallet:#x}/history");
+    let (status, whole) = app.get(&history, None).await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["next_cursor"], json!(null), "{whole}");
+    let ids = |list: &serde_json::Value, field: &str| -> Vec<String> {
+        let entries = list.as_array().unwrap().iter();
+        entries
+            .map(|e| e[field].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (all_rewards, all_claims) = (
+        ids(&whole["rewards"], "id"),
+        ids(&whole["claims"], "tx_hash"),
+    );
+    assert_eq!((all_rewards.len(), all_claims.len()), (5, 3), "{whole}");
+
+    // Two of each per page: 2 + 2, 2 + 1, 1 + 0, then no cursor.
+    let (mut rewards, mut claims, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut path = format!("{history}?limit=2");
+    loop {
+        let (status, page) = app.get(&path, None).await;
+        assert_eq!(status, 200, "{page}");
+        let (r, c) = (ids(&page["rewards"], "id"), ids(&page["claims"], "tx_hash"));
+        sizes.push((r.len(), c.len()));
+        rewards.extend(r);
+        claims.extend(c);
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("{history}?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [(2, 2), (2, 1), (1, 0)]);
+    assert_eq!(rewards, all_rewards, "every reward once, newest first");
+    assert_eq!(claims, all_claims, "every claim once, newest first");
+
+    let (status, body) = app
+        .get(&format!("{history}?cursor=bm90LWEtY3Vyc29y"), None)
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "cursor", "{body}");
     app.stop().await.unwrap();
 }
