@@ -60,7 +60,7 @@ pub const WRITER_FLUSH_DURATION_SECONDS: &str = "rewardflow_writer_flush_duratio
 pub const WRITER_FLUSHES_TOTAL: &str = "rewardflow_writer_flushes_total";
 pub const WRITER_SETTLES_WAITING: &str = "rewardflow_writer_settles_waiting";
 pub const MAILBOX_DEPTH: &str = "rewardflow_mailbox_depth";
-pub const REQUESTS_HELD: &str = "rewardflow_requests_held";
+pub const INTERACTIONS_HELD: &str = "rewardflow_interactions_held";
 pub const PRODUCT_ACTORS: &str = "rewardflow_product_actors";
 pub const REFERRALS_TOTAL: &str = "rewardflow_referrals_total";
 pub const REFERRAL_CACHE_LOOKUPS_TOTAL: &str = "rewardflow_referral_cache_lookups_total";
@@ -198,10 +198,10 @@ pub const CATALOGUE: &[MetricDef] = &[
         buckets: &[],
     },
     MetricDef {
-        name: REQUESTS_HELD,
+        name: INTERACTIONS_HELD,
         kind: MetricKind::Gauge,
-        unit: "requests",
-        help: "Ingest requests held in product actors until a referral they read, still being written, is stored or forgotten.",
+        unit: "interactions",
+        help: "Interactions held in product actors (part of the queued ones) until a referral their request read, still being written, is stored or forgotten.",
         labels: &[],
         buckets: &[],
     },

@@ -83,7 +83,7 @@ impl Actor for Maintenance {
                 args.limiter.sweep(chrono::Utc::now().timestamp_millis());
                 metrics::gauge!(telemetry::MAILBOX_DEPTH, "actor" => "product")
                     .set(args.products.queued() as f64);
-                metrics::gauge!(telemetry::REQUESTS_HELD).set(args.products.held() as f64);
+                metrics::gauge!(telemetry::INTERACTIONS_HELD).set(args.products.held() as f64);
                 telemetry::process::publish();
                 if probe(&state.args).await {
                     match db::auth_nonces::delete_expired(&state.args.pool).await {

@@ -38,7 +38,7 @@ pub struct ProductHandle {
     pub config: Arc<ProductConfig>,
     /// Interactions sent and not yet processed (bounded by the mailbox capacity).
     pub queued: Arc<AtomicU64>,
-    /// Of those, the ones held until the referrals they read are stored.
+    /// Of those, the ones held until the referrals their requests read are stored.
     pub held: Arc<AtomicU64>,
 }
 
@@ -106,17 +106,18 @@ impl ProductRegistry {
 
     /// Total interactions queued in product actors.
     pub fn queued(&self) -> u64 {
-        self.running
-            .iter()
-            .map(|h| h.queued.load(std::sync::atomic::Ordering::Relaxed))
-            .sum()
+        self.sum(|h| &h.queued)
     }
 
-    /// Of those, the requests held until the referrals they read are stored.
+    /// Of those, the ones held until the referrals their requests read are stored.
     pub fn held(&self) -> u64 {
+        self.sum(|h| &h.held)
+    }
+
+    fn sum(&self, counter: impl Fn(&ProductHandle) -> &AtomicU64) -> u64 {
         self.running
             .iter()
-            .map(|h| h.held.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|h| counter(&h).load(std::sync::atomic::Ordering::Relaxed))
             .sum()
     }
 

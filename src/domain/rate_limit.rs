@@ -90,19 +90,6 @@ impl Limit {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn an_ipv6_host_is_its_64_and_ipv4_is_itself() {
-        use super::source_key;
-        use std::net::IpAddr;
-        let key = |s: &str| source_key(s.parse::<IpAddr>().unwrap());
-        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
-        assert_eq!(key("2001:db8:1:2::7").to_string(), "2001:db8:1:2::");
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
-        assert_eq!(key("203.0.113.9").to_string(), "203.0.113.9");
-        assert_ne!(key("203.0.113.9"), key("203.0.113.10"));
-        assert_eq!(key("::ffff:203.0.113.9"), key("203.0.113.9"));
-    }
-
     use super::*;
 
     const HOUR: u64 = 3_600_000;
@@ -144,5 +131,16 @@ mod tests {
         limit.take(&mut bucket, 1, 10_000).unwrap();
         assert!(limit.take(&mut bucket, 1, 0).is_err());
         assert!(limit.take(&mut bucket, 1, 10_500).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_host_is_its_64_and_ipv4_is_itself() {
+        let key = |s: &str| source_key(s.parse::<IpAddr>().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(key("2001:db8:1:2::7").to_string(), "2001:db8:1:2::");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("203.0.113.9").to_string(), "203.0.113.9");
+        assert_ne!(key("203.0.113.9"), key("203.0.113.10"));
+        assert_eq!(key("::ffff:203.0.113.9"), key("203.0.113.9"));
     }
 }

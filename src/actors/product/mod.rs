@@ -141,13 +141,14 @@ pub struct ProductArgs {
     pub referral: ActorSlot<ReferralMsg>,
     pub dedup: DedupCache,
     pub window: Duration,
-    /// An open request older than this is answered "unavailable".
+    /// A request whose write set has been with the writer longer than this (at
+    /// an `ExpireStale` tick) is answered "unavailable".
     pub stale_after: Duration,
     /// Places for starts reading the database (the directory's, shared).
     pub loads: Arc<Semaphore>,
     /// Interactions sent to this actor and not yet processed (the front door adds).
     pub queued: Arc<AtomicU64>,
-    /// Of those, the ones held until the referrals they read are stored.
+    /// Of those, the ones held until the referrals their requests read are stored.
     pub held: Arc<AtomicU64>,
 }
 
