@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Row};
 
 use super::DbError;
-use crate::domain::history_cursor::{ClaimKey, HistoryCursor, Position, RewardKey};
+use crate::domain::history_cursor::{ClaimKey, HistoryCursor, RewardKey};
 use crate::domain::ids::to_hex;
 
 /// A wallet's balance in one token: in the service, on-chain to claim, claimed.
@@ -120,13 +120,13 @@ pub async fn history(
     limit: i64,
     from: &HistoryCursor,
 ) -> Result<HistoryPage, DbError> {
-    let mut rewards = match from.rewards {
-        Position::Done => Vec::new(),
-        position => reward_page(pool, wallet, limit, position.key()).await?,
+    let mut rewards = match from.rewards.below(RewardKey::NEWEST) {
+        Some(below) => reward_page(pool, wallet, limit, below).await?,
+        None => Vec::new(),
     };
-    let mut claims = match from.claims {
-        Position::Done => Vec::new(),
-        position => claim_page(pool, wallet, limit, position.key()).await?,
+    let mut claims = match from.claims.below(ClaimKey::NEWEST) {
+        Some(below) => claim_page(pool, wallet, limit, below).await?,
+        None => Vec::new(),
     };
     let rewards_last = beyond(&mut rewards, limit)
         .then(|| rewards.last().map(RewardEntry::key))
@@ -171,18 +171,18 @@ async fn reward_page(
     pool: &PgPool,
     wallet: Address,
     limit: i64,
-    before: Option<RewardKey>,
+    below: RewardKey,
 ) -> Result<Vec<RewardEntry>, DbError> {
     Ok(sqlx::query(
         "SELECT id, product_id, campaign_id, token, amount::text AS amount, recipient_type, status,
                 status_reason, created_at, available_at, pushed_at, tx_hash
          FROM rewards
-         WHERE wallet = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+         WHERE wallet = $1 AND (created_at, id) < ($2, $3)
          ORDER BY created_at DESC, id DESC LIMIT $4",
     )
     .bind(wallet.as_slice())
-    .bind(before.map(|k| k.created_at))
-    .bind(before.map(|k| k.id))
+    .bind(below.created_at)
+    .bind(below.id)
     .bind(limit + 1)
     .fetch_all(pool)
     .await?
@@ -208,19 +208,19 @@ async fn claim_page(
     pool: &PgPool,
     wallet: Address,
     limit: i64,
-    before: Option<ClaimKey>,
+    below: ClaimKey,
 ) -> Result<Vec<ClaimEntry>, DbError> {
     Ok(sqlx::query(
         "SELECT id, token, amount::text AS amount, tx_hash, block_number, log_index, created_at
          FROM chain_events
          WHERE user_wallet = $1 AND event = 'RewardClaimed'
-           AND ($2::bigint IS NULL OR (block_number, log_index, id) < ($2, $3, $4))
+           AND (block_number, log_index, id) < ($2, $3, $4)
          ORDER BY block_number DESC, log_index DESC, id DESC LIMIT $5",
     )
     .bind(wallet.as_slice())
-    .bind(before.map(|k| k.block_number))
-    .bind(before.map(|k| k.log_index))
-    .bind(before.map(|k| k.event_id))
+    .bind(below.block_number)
+    .bind(below.log_index)
+    .bind(below.event_id)
     .bind(limit + 1)
     .fetch_all(pool)
     .await?

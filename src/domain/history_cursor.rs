@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// A reward's place in the history: its creation time (written in microseconds,
-/// the column's precision) and its id.
+/// the column's precision; read back only between 1970 and 9999, where every
+/// stored one is) and its id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RewardKey {
     pub created_at: DateTime<Utc>,
@@ -42,11 +43,13 @@ impl<K: Copy> Position<K> {
         last.map_or(Position::Done, Position::Before)
     }
 
-    /// The entry the page starts below, if any.
-    pub fn key(&self) -> Option<K> {
+    /// The entry the page starts below (`newest` for the first page); none when
+    /// the list is done.
+    pub fn below(&self, newest: K) -> Option<K> {
         match self {
+            Position::Newest => Some(newest),
             Position::Before(key) => Some(*key),
-            Position::Newest | Position::Done => None,
+            Position::Done => None,
         }
     }
 }
@@ -55,6 +58,30 @@ impl<K: Copy> Position<K> {
 pub struct HistoryCursor {
     pub rewards: Position<RewardKey>,
     pub claims: Position<ClaimKey>,
+}
+
+const EPOCH: DateTime<Utc> = DateTime::UNIX_EPOCH;
+/// The last microsecond of year 9999.
+pub const LAST: DateTime<Utc> = match DateTime::from_timestamp_micros(253_402_300_799_999_999) {
+    Some(t) => t,
+    None => panic!("in chrono's range"),
+};
+
+impl RewardKey {
+    /// Above every stored reward: where the first page starts.
+    pub const NEWEST: RewardKey = RewardKey {
+        created_at: LAST,
+        id: Uuid::max(),
+    };
+}
+
+impl ClaimKey {
+    /// Above every indexed claim: where the first page starts.
+    pub const NEWEST: ClaimKey = ClaimKey {
+        block_number: i64::MAX,
+        log_index: i32::MAX,
+        event_id: i64::MAX,
+    };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -102,7 +129,8 @@ impl HistoryCursor {
         let rewards = position(rewards.strip_prefix('r').ok_or(BadCursor)?, |fields| {
             let [micros, id] = fields else { return None };
             Some(RewardKey {
-                created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+                created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)
+                    .filter(|t| (EPOCH..=LAST).contains(t))?,
                 id: Uuid::try_parse(id).ok()?,
             })
         })?;
@@ -190,6 +218,8 @@ mod tests {
             "r~c1_2_3_4".into(),
             "r~c1_99999999999_3".into(),
             format!("r{}_{id}~c", i64::MAX),
+            format!("r-1_{id}~c"),
+            format!("r{}_{id}~c", LAST.timestamp_micros() + 1),
         ] {
             let raw = URL_SAFE_NO_PAD.encode(&text);
             assert_eq!(HistoryCursor::decode(&raw), Err(BadCursor), "{text}");

@@ -256,7 +256,10 @@ async fn log_ranges_the_node_refuses_are_asked_for_in_parts() {
 async fn the_history_pages_through_rewards_and_claims() {
     let chain = TestChain::start().await;
     let app = TestApp::spawn_with(|s| chain.configure(s)).await;
+    // Two campaigns: each purchase gives the buyer two rewards created at the
+    // same instant, which only their ids order.
     let (product, _) = product_and_campaign(&app, &chain, json!({})).await;
+    active_campaign(&app, &chain, &product, json!({})).await;
     let claimer: alloy::signers::local::PrivateKeySigner = CLAIMER_KEY.parse().unwrap();
     let wallet = claimer.address();
     let rewards_path = format!("/v1/wallets/{wallet:#x}/rewards");
@@ -264,17 +267,17 @@ async fn the_history_pages_through_rewards_and_claims() {
         chain.push_pull,
         wallet_provider(&chain.rpc_url(), CLAIMER_KEY),
     );
-    let five = U256::from(5u64) * U256::from(10u64).pow(U256::from(18));
-    // Three rewards claimed one by one (three claims), two more left unclaimed.
+    let per_purchase = U256::from(10u64).pow(U256::from(19));
+    // Three purchases claimed one by one (three claims), two more left unclaimed.
     for n in 1..=3u64 {
         purchase(&app, &product, wallet, &format!("paged-{n}")).await;
-        eventually(WAIT, "the reward claimable", || async {
+        eventually(WAIT, "the rewards claimable", || async {
             let (_, body) = app.get(&rewards_path, None).await;
-            (body["tokens"][0]["claimable"] == five.to_string().as_str()).then_some(())
+            (body["tokens"][0]["claimable"] == per_purchase.to_string().as_str()).then_some(())
         })
         .await;
         succeeded(push_pull.pullReward(chain.token).send().await.unwrap()).await;
-        let claimed = (five * U256::from(n)).to_string();
+        let claimed = (per_purchase * U256::from(n)).to_string();
         eventually(WAIT, "the claim indexed", || async {
             let (_, body) = app.get(&rewards_path, None).await;
             (body["tokens"][0]["claimed"] == claimed.as_str()).then_some(())
@@ -298,26 +301,45 @@ async fn the_history_pages_through_rewards_and_claims() {
         ids(&whole["rewards"], "id"),
         ids(&whole["claims"], "tx_hash"),
     );
-    assert_eq!((all_rewards.len(), all_claims.len()), (5, 3), "{whole}");
+    assert_eq!((all_rewards.len(), all_claims.len()), (10, 3), "{whole}");
 
-    // Two of each per page: 2 + 2, 2 + 1, 1 + 0, then no cursor.
+    // Three of each per page: 3 + 3, then the rewards alone, then no cursor.
     let (mut rewards, mut claims, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
-    let mut path = format!("{history}?limit=2");
+    let mut path = format!("{history}?limit=3");
     loop {
         let (status, page) = app.get(&path, None).await;
         assert_eq!(status, 200, "{page}");
-        let (r, c) = (ids(&page["rewards"], "id"), ids(&page["claims"], "tx_hash"));
-        sizes.push((r.len(), c.len()));
-        rewards.extend(r);
-        claims.extend(c);
+        sizes.push((
+            page["rewards"].as_array().unwrap().len(),
+            page["claims"].as_array().unwrap().len(),
+        ));
+        rewards.extend(page["rewards"].as_array().unwrap().iter().cloned());
+        claims.extend(ids(&page["claims"], "tx_hash"));
         match page["next_cursor"].as_str() {
-            Some(cursor) => path = format!("{history}?limit=2&cursor={cursor}"),
+            Some(cursor) => path = format!("{history}?limit=3&cursor={cursor}"),
             None => break,
         }
     }
-    assert_eq!(sizes, [(2, 2), (2, 1), (1, 0)]);
-    assert_eq!(rewards, all_rewards, "every reward once, newest first");
-    assert_eq!(claims, all_claims, "every claim once, newest first");
+    assert_eq!(sizes, [(3, 3), (3, 0), (3, 0), (1, 0)]);
+    assert_eq!(ids(&json!(rewards), "id"), all_rewards, "every reward once");
+    assert_eq!(claims, all_claims, "every claim once");
+    // Newest first, strictly; the first page ends inside a purchase's pair.
+    let key = |r: &serde_json::Value| {
+        let at: chrono::DateTime<chrono::Utc> = r["created_at"].as_str().unwrap().parse().unwrap();
+        (at, r["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap())
+    };
+    assert!(
+        rewards.windows(2).all(|w| key(&w[0]) > key(&w[1])),
+        "{rewards:?}"
+    );
+    assert_eq!(key(&rewards[2]).0, key(&rewards[3]).0, "{rewards:?}");
+    let blocks: Vec<i64> = whole["claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["block_number"].as_i64().unwrap())
+        .collect();
+    assert!(blocks.windows(2).all(|w| w[0] > w[1]), "{whole}");
 
     let (status, body) = app
         .get(&format!("{history}?cursor=bm90LWEtY3Vyc29y"), None)
