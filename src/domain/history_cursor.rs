@@ -62,7 +62,7 @@ pub struct HistoryCursor {
 
 const EPOCH: DateTime<Utc> = DateTime::UNIX_EPOCH;
 /// The last microsecond of year 9999.
-pub const LAST: DateTime<Utc> = match DateTime::from_timestamp_micros(253_402_300_799_999_999) {
+const LAST: DateTime<Utc> = match DateTime::from_timestamp_micros(253_402_300_799_999_999) {
     Some(t) => t,
     None => panic!("in chrono's range"),
 };
