@@ -128,14 +128,11 @@ pub async fn history(
         Some(below) => claim_page(pool, wallet, limit, below).await?,
         None => Vec::new(),
     };
-    let rewards_last = beyond(&mut rewards, limit)
-        .then(|| rewards.last().map(RewardEntry::key))
-        .flatten();
-    let claims_last = beyond(&mut claims, limit)
-        .then(|| claims.last().map(ClaimEntry::key))
-        .flatten();
     Ok(HistoryPage {
-        next: HistoryCursor::next(rewards_last, claims_last),
+        next: HistoryCursor::next(
+            trim(&mut rewards, limit, RewardEntry::key),
+            trim(&mut claims, limit, ClaimEntry::key),
+        ),
         rewards,
         claims,
     })
@@ -160,11 +157,12 @@ impl ClaimEntry {
     }
 }
 
-/// Drops the entry read beyond `limit`; true if there was one.
-fn beyond<T>(page: &mut Vec<T>, limit: i64) -> bool {
+/// Drops the entry read beyond `limit`; if there was one, the key of the last
+/// entry kept, where the next page starts.
+fn trim<T, K>(page: &mut Vec<T>, limit: i64, key: fn(&T) -> K) -> Option<K> {
     let more = page.len() as i64 > limit;
     page.truncate(limit as usize);
-    more
+    page.last().filter(|_| more).map(key)
 }
 
 async fn reward_page(

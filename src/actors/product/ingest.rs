@@ -311,10 +311,10 @@ pub(super) async fn flushed(state: &mut ProductState, tag: u64, outcome: FlushOu
 /// Answers requests whose write set had been with the writer for longer than
 /// `stale_after` when the tick fired (`tick`): unavailable, safe to retry. True
 /// if any did: the writer lost their write set (it restarted), or their flush
-/// is still running and may yet commit. Either
-/// way this actor no longer knows what the database holds of them (a late
-/// commit's referral edges, window keys and budget charges, or a lost set's
-/// charges), so it must be rebuilt from the database once they have settled.
+/// is still running and may yet commit. Either way this actor no longer knows
+/// what the database holds of them (a late commit's referral edges, window keys
+/// and budget charges, or a lost set's charges), so it must be rebuilt from the
+/// database once they have settled.
 pub(super) fn expire_stale(state: &mut ProductState, tick: std::time::Instant) -> bool {
     let stale_after = state.args.stale_after;
     let stale: Vec<u64> = state
